@@ -1,0 +1,1 @@
+"""Torch-free inference on bundle components: onnxruntime + tokenizers (and llama.cpp later)."""

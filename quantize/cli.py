@@ -1,0 +1,283 @@
+"""The `quantize` command line: thin adapters over the pipelines in this package."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from edge.bundle import BundleError
+from quantize.data import DataError
+from quantize.export import ExportError
+from quantize.sources import SourceError
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_ERROR = 1
+EXIT_GATE = 3
+
+
+def _friendly_errors(func: F) -> F:
+    """Turn the pipeline's known failures into one clear line and an exit code, not a traceback."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from quantize.embedder import FidelityError
+        from quantize.intent import GateFailed
+
+        try:
+            return func(*args, **kwargs)
+        except GateFailed as exc:
+            click.echo(f"gate failed, nothing published: {exc.reason}", err=True)
+            click.echo(f"the report is in {exc.report_dir}", err=True)
+            sys.exit(EXIT_GATE)
+        except FidelityError as exc:
+            click.echo(f"gate failed, nothing published: {exc}", err=True)
+            sys.exit(EXIT_GATE)
+        except (DataError, SourceError, ExportError, BundleError) as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_ERROR)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _train_options(func: F) -> F:
+    options = [
+        click.option(
+            "--epochs",
+            type=click.FloatRange(min=0.01),
+            default=4.0,
+            show_default=True,
+            help="Passes over the training data.",
+        ),
+        click.option(
+            "--lr",
+            "learning_rate",
+            type=click.FloatRange(min=0, min_open=True),
+            default=1e-4,
+            show_default=True,
+            help="Learning rate of the encoder.",
+        ),
+        click.option(
+            "--head-lr",
+            "head_learning_rate",
+            type=click.FloatRange(min=0, min_open=True),
+            default=1e-3,
+            show_default=True,
+            help="Learning rate of the new classification head (it starts from random).",
+        ),
+        click.option(
+            "--batch-size",
+            type=click.IntRange(min=1),
+            default=32,
+            show_default=True,
+            help="Training batch; each batch is padded only to its longest text.",
+        ),
+        click.option(
+            "--max-length",
+            type=click.IntRange(min=8, max=512),
+            default=64,
+            show_default=True,
+            help="Tokens kept per text, in training and on the box.",
+        ),
+        click.option("--seed", type=int, default=13, show_default=True, help="Seed of training and of the split."),
+        click.option(
+            "--threads", type=click.IntRange(min=1), default=2, show_default=True, help="torch threads for training."
+        ),
+        click.option(
+            "--max-steps", type=click.IntRange(min=1), default=None, help="Stop after this many steps (quick trials)."
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log debug detail.")
+def main(verbose: bool) -> None:
+    """Turn models and labelled data into verified edge bundles for kiosk-edge.
+
+    Nothing is downloaded: base models come from installed packages or local directories.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.WARNING)  # third-party chatter stays out of the way
+    logging.getLogger("quantize").setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+@main.command()
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="CSV or JSONL with `text,label` (labels may be `domain.intent`).",
+)
+@click.option(
+    "--eval-data",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Held-out CSV/JSONL; without it a stratified split of --data is held out.",
+)
+@click.option(
+    "--held-out",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.1,
+    show_default=True,
+    help="Share of --data held out when no --eval-data is given.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("build/intent"),
+    show_default=True,
+    help="Component directory to publish (replaced atomically).",
+)
+@click.option(
+    "--base-model",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Local Hugging Face encoder directory [default: the packaged all-MiniLM-L6-v2].",
+)
+@click.option(
+    "--min-examples",
+    type=click.IntRange(min=2),
+    default=5,
+    show_default=True,
+    help="Refuse labels with fewer training examples than this.",
+)
+@click.option("--drop-rare-labels", is_flag=True, help="Leave out labels under --min-examples instead of refusing.")
+@click.option(
+    "--max-accuracy-drop",
+    type=click.FloatRange(min=0),
+    default=0.5,
+    show_default=True,
+    help="Gate: largest INT8 accuracy loss against FP32, in points.",
+)
+@click.option(
+    "--min-accuracy", type=click.FloatRange(0, 1), default=None, help="Gate: lowest INT8 accuracy to publish (0-1)."
+)
+@click.option(
+    "--oos-label", default="oos", show_default=True, help="Label of out-of-scope examples, when the data has them."
+)
+@click.option(
+    "--target-oos-recall",
+    type=click.FloatRange(0, 1),
+    default=0.9,
+    show_default=True,
+    help="Threshold calibration with out-of-scope examples.",
+)
+@click.option(
+    "--target-coverage",
+    type=click.FloatRange(0, 1),
+    default=0.97,
+    show_default=True,
+    help="Threshold calibration without them: share of in-scope questions to answer.",
+)
+@click.option(
+    "--keep-fp32",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Also keep the FP32 ONNX baseline at this path (for benchmarks).",
+)
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@_train_options
+@_friendly_errors
+def intent(**kwargs: Any) -> None:
+    """Fine-tune an intent classifier, export it to ONNX, quantize to INT8, gate and publish.
+
+    Exits 3 without publishing when the INT8 model falls under the gate; the report then goes
+    to OUT.rejected/.
+    """
+    from quantize.intent import IntentOptions, build_intent
+    from quantize.train import TrainConfig
+
+    train_keys = (
+        "epochs",
+        "learning_rate",
+        "head_learning_rate",
+        "batch_size",
+        "max_length",
+        "seed",
+        "threads",
+        "max_steps",
+    )
+    train = TrainConfig(**{key: kwargs.pop(key) for key in train_keys})
+    progress = not kwargs.pop("no_progress")
+    options = IntentOptions(train=train, progress=progress, split_seed=train.seed, **kwargs)
+    report = build_intent(options)
+    click.echo((options.out / "report.md").read_text(encoding="utf-8"))
+    click.echo(f"published {options.out} (INT8 accuracy {report['int8']['quality']['accuracy']:.2%})")
+
+
+@main.command()
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("build/embedder"),
+    show_default=True,
+    help="Component directory to publish.",
+)
+@click.option(
+    "--samples",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="CSV/JSONL with a `text` and `label` column; its texts measure INT8 fidelity.",
+)
+@click.option(
+    "--base-model",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Local encoder directory [default: the packaged all-MiniLM-L6-v2].",
+)
+@click.option(
+    "--max-length", type=click.IntRange(min=8, max=512), default=256, show_default=True, help="Tokens kept per text."
+)
+@click.option(
+    "--min-cosine",
+    type=click.FloatRange(0, 1),
+    default=0.95,
+    show_default=True,
+    help="Gate: lowest mean INT8-vs-FP32 cosine to publish.",
+)
+@_friendly_errors
+def embedder(out: Path, samples: Path, base_model: Path | None, max_length: int, min_cosine: float) -> None:
+    """Export the encoder as a mean-pooled INT8 sentence embedder for retrieval."""
+    from quantize.embedder import EmbedderOptions, build_embedder
+
+    build_embedder(
+        EmbedderOptions(out=out, samples=samples, base_model=base_model, max_length=max_length, min_cosine=min_cosine)
+    )
+    click.echo((out / "report.md").read_text(encoding="utf-8"))
+    click.echo(f"published {out}")
+
+
+@main.command("build-default")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("models/default"),
+    show_default=True,
+    help="Bundle directory.",
+)
+@click.option("--if-missing", is_flag=True, help="Do nothing when a bundle that passes its checksums is already there.")
+@click.option(
+    "--epochs", type=click.FloatRange(min=0.01), default=3.0, show_default=True, help="Intent training epochs."
+)
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@_friendly_errors
+def build_default_command(out: Path, if_missing: bool, epochs: float, no_progress: bool) -> None:
+    """Build the default bundle (intent + embedder + LLM) from the data in models/data/."""
+    from quantize.default import DefaultRecipe, build_default, existing_bundle_ok
+    from quantize.train import TrainConfig
+
+    if if_missing and existing_bundle_ok(out):
+        click.echo(f"{out} is present and verified; not rebuilding")
+    else:
+        build_default(DefaultRecipe(out=out, train=TrainConfig(epochs=epochs), progress=not no_progress))
+    click.echo((out / "report.md").read_text(encoding="utf-8"))

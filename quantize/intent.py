@@ -1,0 +1,230 @@
+"""`quantize intent`: labelled utterances → fine-tuned encoder → INT8 ONNX component, gated on accuracy."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge.bundle import sha256_file
+from edge.inference.intent import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, IntentClassifier, IntentConfig
+from quantize import evaluate
+from quantize.bundle import publish, staging_dir, write_component, write_json
+from quantize.calibrate import calibrate_threshold
+from quantize.data import CleaningReport, DataError, Example, check_label_counts, fingerprint, load_examples
+from quantize.export import export_onnx, quantization_record, quantize_int8
+from quantize.report import render_intent_report
+from quantize.sources import default_encoder, describe_hf_model
+from quantize.split import remove_overlap, stratified_split
+from quantize.train import TrainConfig, train_classifier
+
+log = logging.getLogger(__name__)
+REPORT_JSON = "report.json"
+REPORT_MD = "report.md"
+
+
+class GateFailed(Exception):
+    """The INT8 model is not good enough to publish; the report says why."""
+
+    def __init__(self, reason: str, report_dir: Path) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.report_dir = report_dir
+
+
+@dataclass(frozen=True)
+class IntentOptions:
+    data: Path
+    out: Path
+    eval_data: Path | None = None
+    base_model: Path | None = None
+    held_out: float = 0.1
+    split_seed: int = 13
+    min_examples: int = 5
+    drop_rare_labels: bool = False
+    max_accuracy_drop: float = 0.5
+    min_accuracy: float | None = None
+    oos_label: str = "oos"
+    target_oos_recall: float = 0.9
+    target_coverage: float = 0.97
+    train: TrainConfig = field(default_factory=TrainConfig)
+    progress: bool = True
+    keep_fp32: Path | None = None  # where to keep the FP32 ONNX baseline (for bench/), if anywhere
+
+
+@dataclass
+class PreparedData:
+    train: list[Example]
+    held_out: list[Example]
+    held_out_from: str
+    cleaning: list[CleaningReport]
+    dropped_labels: dict[str, int]
+    held_out_removed: int
+
+    @property
+    def labels(self) -> list[str]:
+        return sorted({example.label for example in self.train})
+
+
+def prepare_data(options: IntentOptions) -> PreparedData:
+    """Clean, check and split the data; raises DataError with a readable message."""
+    examples, cleaning = load_examples(options.data)
+    reports = [cleaning]
+    examples, dropped = check_label_counts(examples, options.min_examples, drop_rare=options.drop_rare_labels)
+    if options.eval_data is not None:
+        held_out, eval_cleaning = load_examples(options.eval_data)
+        reports.append(eval_cleaning)
+        known = {example.label for example in examples}
+        unknown = [example for example in held_out if example.label not in known]
+        held_out = [example for example in held_out if example.label in known]
+        held_out, overlap = remove_overlap(examples, held_out)
+        train, source, removed = examples, str(options.eval_data), overlap + len(unknown)
+    else:
+        train, held_out = stratified_split(examples, options.held_out, options.split_seed)
+        source = f"stratified {options.held_out:.0%} split, seed {options.split_seed}"
+        removed = 0
+    if not held_out:
+        raise DataError("no held-out examples are left to evaluate on")
+    return PreparedData(train, held_out, source, reports, dropped, removed)
+
+
+def _measure(
+    name: str, model: Path, tokenizer: Path, config: IntentConfig, data: PreparedData, progress: bool
+) -> tuple[evaluate.Scored, dict[str, Any]]:
+    classifier = IntentClassifier.from_files(model, tokenizer, config, threads=1)
+    log.info("evaluating %s on %d held-out rows", name, len(data.held_out))
+    scored = evaluate.score(classifier, data.held_out, progress=progress)
+    gold = [example.label for example in data.held_out]
+    texts = [example.text for example in data.held_out]
+    return scored, {
+        "quality": evaluate.quality(gold, scored.predicted),
+        "latency": evaluate.latency(scored.latencies_ms),
+        "batch32_per_second": evaluate.batch_throughput(model, tokenizer, config, texts),
+        "size_bytes": model.stat().st_size,
+    }
+
+
+def gate(fp32_accuracy: float, int8_accuracy: float, options: IntentOptions) -> tuple[bool, str]:
+    """Pass only when INT8 stays within the margin of FP32 and above the absolute floor."""
+    drop = (fp32_accuracy - int8_accuracy) * 100
+    if drop > options.max_accuracy_drop:
+        return False, (
+            f"INT8 accuracy {int8_accuracy:.2%} is {drop:.2f} points below FP32 {fp32_accuracy:.2%} "
+            f"(allowed: {options.max_accuracy_drop} points)"
+        )
+    if options.min_accuracy is not None and int8_accuracy < options.min_accuracy:
+        return False, f"INT8 accuracy {int8_accuracy:.2%} is below --min-accuracy {options.min_accuracy:.2%}"
+    return True, (
+        f"passed: INT8 accuracy {int8_accuracy:.2%}, {drop:.2f} points from FP32 {fp32_accuracy:.2%} "
+        f"(allowed {options.max_accuracy_drop})"
+        + (f", floor {options.min_accuracy:.2%}" if options.min_accuracy is not None else "")
+    )
+
+
+def build_intent(options: IntentOptions) -> dict[str, Any]:
+    """Run the whole pipeline; publish to `options.out` or raise GateFailed. Returns the report."""
+    data = prepare_data(options)
+    base = Path(options.base_model) if options.base_model else default_encoder()
+    source = describe_hf_model(base)
+    labels = data.labels
+    with tempfile.TemporaryDirectory(prefix="quantize-intent-") as tmp_name, staging_dir(options.out) as staging:
+        tmp = Path(tmp_name)
+        stats = train_classifier(base, data.train, labels, options.train, tmp / "hf", progress=options.progress)
+        log.info("exporting to ONNX (optimum) and quantizing to INT8 (onnxruntime)")
+        fp32_file = export_onnx(tmp / "hf", tmp / "fp32.onnx", "text-classification")
+        int8_file = quantize_int8(fp32_file, staging / MODEL_FILE)
+        shutil.copyfile(tmp / "hf" / TOKENIZER_FILE, staging / TOKENIZER_FILE)
+        tokenizer = staging / TOKENIZER_FILE
+
+        provisional = IntentConfig(
+            tuple(labels), options.train.max_length, 0.0, options.oos_label if options.oos_label in labels else None
+        )
+        fp32_scored, fp32 = _measure("FP32", fp32_file, tokenizer, provisional, data, options.progress)
+        int8_scored, int8 = _measure("INT8", int8_file, tokenizer, provisional, data, options.progress)
+        gold = [example.label for example in data.held_out]
+        threshold = calibrate_threshold(
+            gold,
+            int8_scored.predicted,
+            int8_scored.confidence,
+            oos_label=provisional.oos_label,
+            target_oos_recall=options.target_oos_recall,
+            target_coverage=options.target_coverage,
+        )
+        config = IntentConfig(provisional.labels, provisional.max_length, threshold["threshold"], provisional.oos_label)
+        write_json(staging / CONFIG_FILE, config.to_dict())
+        passed, reason = gate(fp32["quality"]["accuracy"], int8["quality"]["accuracy"], options)
+        report: dict[str, Any] = {
+            "kind": "intent",
+            "labels": len(labels),
+            "source": source,
+            "data": {
+                "train_file": {"path": str(options.data), "sha256": sha256_file(options.data)},
+                "train_rows": len(data.train),
+                "held_out_rows": len(data.held_out),
+                "held_out_from": data.held_out_from,
+                "fingerprint": fingerprint(data.train + data.held_out),
+                "cleaning": [c.to_dict() for c in data.cleaning],
+                "dropped_labels": data.dropped_labels,
+                "held_out_removed": data.held_out_removed,
+            },
+            "training": {
+                "config": options.train.to_dict(),
+                "steps": stats.steps,
+                "seconds": stats.seconds,
+                "examples_per_second": stats.examples_per_second,
+                "final_loss": stats.final_loss,
+            },
+            "quantization": quantization_record(),
+            "fp32": fp32,
+            "int8": int8,
+            "agreement": evaluate.agreement(int8_scored, fp32_scored),
+            "threshold": threshold,
+            "gate": {
+                "passed": passed,
+                "reason": reason,
+                "max_accuracy_drop_points": options.max_accuracy_drop,
+                "min_accuracy": options.min_accuracy,
+            },
+        }
+        write_json(staging / REPORT_JSON, report)
+        (staging / REPORT_MD).write_text(render_intent_report(report), encoding="utf-8")
+        if options.keep_fp32 is not None:
+            options.keep_fp32.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(fp32_file, options.keep_fp32)
+        if not passed:
+            rejected = options.out.with_name(options.out.name + ".rejected")
+            if rejected.exists():
+                shutil.rmtree(rejected)
+            rejected.mkdir(parents=True)
+            for name in (REPORT_JSON, REPORT_MD):
+                shutil.copyfile(staging / name, rejected / name)
+            raise GateFailed(reason, rejected)
+        write_component(
+            staging,
+            "intent",
+            [MODEL_FILE, TOKENIZER_FILE, CONFIG_FILE, REPORT_JSON, REPORT_MD],
+            source=source,
+            data={k: report["data"][k] for k in ("train_file", "train_rows", "held_out_rows", "fingerprint")},
+            quantization=report["quantization"],
+            metrics={
+                "accuracy_int8": int8["quality"]["accuracy"],
+                "accuracy_fp32": fp32["quality"]["accuracy"],
+                "macro_f1_int8": int8["quality"]["macro_f1"],
+                "top1_agreement": report["agreement"]["top1_agreement"],
+                "threshold": threshold["threshold"],
+            },
+            speed={
+                "p50_ms_int8": int8["latency"]["p50_ms"],
+                "p99_ms_int8": int8["latency"]["p99_ms"],
+                "p50_ms_fp32": fp32["latency"]["p50_ms"],
+                "batch32_per_second_int8": int8["batch32_per_second"],
+            },
+        )
+        publish(staging, options.out)
+    stale = options.out.with_name(options.out.name + ".rejected")
+    if stale.exists():
+        shutil.rmtree(stale)
+    return report

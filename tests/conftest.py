@@ -1,0 +1,84 @@
+"""Shared fixtures. Real models are built once per session and shared by the tests that need them."""
+
+from __future__ import annotations
+
+import csv
+import random
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RETAIL = ROOT / "models" / "data" / "bitext_retail"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+SLICE_LABELS = (
+    "order.cancel_order",
+    "refund.get_refund",
+    "delivery.delivery_period",
+    "payment.check_payment_methods",
+    "account.delete_account",
+    "shipping_address.change_shipping_address",
+)
+
+
+def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
+    with path.open("w", newline="", encoding="utf-8", errors="surrogatepass") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    return path
+
+
+def retail_slice(split: str, per_label: int, seed: int = 0) -> list[tuple[str, str]]:
+    by_label: dict[str, list[str]] = defaultdict(list)
+    with (RETAIL / f"{split}.csv").open(encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            if row["label"] in SLICE_LABELS:
+                by_label[row["label"]].append(row["text"])
+    rng = random.Random(seed)
+    rows = []
+    for label in SLICE_LABELS:
+        texts = by_label[label]
+        rng.shuffle(texts)
+        rows += [(text, label) for text in texts[:per_label]]
+    return rows
+
+
+@pytest.fixture(scope="session")
+def slice_data(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A small six-intent slice of the retail data: (train.csv, dev.csv)."""
+    folder = tmp_path_factory.mktemp("slice")
+    return (
+        write_csv(folder / "train.csv", retail_slice("train", 40)),
+        write_csv(folder / "dev.csv", retail_slice("dev", 12)),
+    )
+
+
+@pytest.fixture(scope="session")
+def intent_build(tmp_path_factory: pytest.TempPathFactory, slice_data: tuple[Path, Path]) -> tuple[Path, dict]:
+    """The real pipeline, once: MiniLM fine-tuned for a few steps, exported, INT8, published."""
+    from quantize.intent import IntentOptions, build_intent
+    from quantize.train import TrainConfig
+
+    out = tmp_path_factory.mktemp("bundle") / "intent"
+    train, dev = slice_data
+    report = build_intent(
+        IntentOptions(
+            data=train,
+            eval_data=dev,
+            out=out,
+            train=TrainConfig(epochs=3, max_length=32),
+            progress=False,
+        )
+    )
+    return out, report
+
+
+@pytest.fixture(scope="session")
+def embedder_build(tmp_path_factory: pytest.TempPathFactory, slice_data: tuple[Path, Path]) -> tuple[Path, dict]:
+    from quantize.embedder import EmbedderOptions, build_embedder
+
+    out = tmp_path_factory.mktemp("bundle") / "embedder"
+    report = build_embedder(EmbedderOptions(out=out, samples=slice_data[1], sample_count=60))
+    return out, report

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edge.cli import main
+from quantize.bundle import write_manifest
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory, intent_build, embedder_build) -> Path:
+    root = tmp_path_factory.mktemp("b") / "bundle"
+    shutil.copytree(intent_build[0], root / "intent")
+    shutil.copytree(embedder_build[0], root / "embedder")
+    write_manifest(root, "test", {"intent": "intent", "embedder": "embedder"})
+    return root
+
+
+@pytest.mark.slow
+def test_verify_and_classify(bundle: Path) -> None:
+    runner = CliRunner()
+    result = runner.invoke(main, ["verify", str(bundle)])
+    assert result.exit_code == 0 and "verified" in result.output
+    result = runner.invoke(main, ["classify", "--bundle", str(bundle), "cancel my order", "where is my refund"])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in result.output.splitlines()]
+    assert [line["label"] for line in lines] == ["order.cancel_order", "refund.get_refund"]
+
+
+@pytest.mark.slow
+def test_verify_refuses_a_tampered_bundle(bundle: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(bundle, tmp_path / "copy")
+    (copy / "intent" / "intent.json").write_text("{}")
+    result = CliRunner().invoke(main, ["verify", str(copy)])
+    assert result.exit_code == 1 and "intent.json" in result.output and "Traceback" not in result.output
+
+
+def test_missing_bundle_is_a_clear_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["classify", "--bundle", str(tmp_path / "none"), "hi"])
+    assert result.exit_code == 1 and "does not exist" in result.output
+
+
+def test_config_prints_effective_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KIOSK_INTENT_THREADS", "2")
+    result = CliRunner().invoke(main, ["config"])
+    assert result.exit_code == 0
+    assert json.loads(result.output)["intent_threads"] == 2
+    monkeypatch.setenv("KIOSK_INTENT_THREADS", "zero")
+    result = CliRunner().invoke(main, ["config"])
+    assert result.exit_code == 1 and "intent_threads" in result.output

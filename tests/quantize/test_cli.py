@@ -1,0 +1,91 @@
+"""The `quantize` CLI: help, documentation, clear errors and the gate's failure path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from edge.cli import main as edge_main
+from quantize.cli import EXIT_GATE
+from quantize.cli import main as quantize_main
+from tests.conftest import ROOT, write_csv
+
+
+def commands(group: click.Group) -> list[str]:
+    return sorted(group.commands)
+
+
+@pytest.mark.parametrize(("program", "group"), [("quantize", quantize_main), ("edge", edge_main)])
+def test_every_command_has_help_and_is_documented(program: str, group: click.Group) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    runner = CliRunner()
+    assert runner.invoke(group, ["--help"]).exit_code == 0
+    for name in commands(group):
+        result = runner.invoke(group, [name, "--help"])
+        assert result.exit_code == 0, result.output
+        assert (group.commands[name].help or "").split("\n")[0][:30] in result.output
+        assert f"{program} {name}" in readme, f"`{program} {name}` is not documented in README.md"
+
+
+def run(args: list[str]) -> tuple[int, str]:
+    result = CliRunner().invoke(quantize_main, args)
+    return result.exit_code, result.output
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    code, output = run(["intent", "--data", str(tmp_path / "none.csv"), "--out", str(tmp_path / "o")])
+    assert code == 1
+    assert "error:" in output and "no such file" in output
+    assert "Traceback" not in output
+
+
+def test_missing_column_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "d.csv"
+    path.write_text("utterance,intent\nhello,greet\n")
+    code, output = run(["intent", "--data", str(path), "--out", str(tmp_path / "o")])
+    assert code == 1 and "missing column(s) text, label" in output
+
+
+def test_too_few_examples_is_a_clear_error(tmp_path: Path) -> None:
+    rows = [(f"cancel order {i}", "order.cancel") for i in range(10)] + [("refund", "refund.get")]
+    path = write_csv(tmp_path / "d.csv", rows)
+    code, output = run(["intent", "--data", str(path), "--out", str(tmp_path / "o")])
+    assert code == 1 and "refund.get (1)" in output and "--drop-rare-labels" in output
+    assert not (tmp_path / "o").exists()
+
+
+def test_bad_option_values_are_usage_errors(tmp_path: Path) -> None:
+    code, output = run(["intent", "--data", "x.csv", "--held-out", "2"])
+    assert code == 2 and "--held-out" in output
+
+
+@pytest.mark.slow
+def test_gate_failure_publishes_nothing(tmp_path: Path, slice_data: tuple[Path, Path]) -> None:
+    out = tmp_path / "intent"
+    train, dev = slice_data
+    code, output = run(
+        [
+            "intent",
+            "--data",
+            str(train),
+            "--eval-data",
+            str(dev),
+            "--out",
+            str(out),
+            "--max-steps",
+            "2",
+            "--min-accuracy",
+            "1.0",
+            "--no-progress",
+        ]
+    )
+    assert code == EXIT_GATE, output
+    assert "gate failed, nothing published" in output
+    assert not out.exists()
+    rejected = out.with_name("intent.rejected")
+    assert sorted(p.name for p in rejected.iterdir()) == ["report.json", "report.md"]
+    assert "REJECTED" in (rejected / "report.md").read_text()
+    assert [p.name for p in tmp_path.iterdir()] == ["intent.rejected"]  # no staging left behind
