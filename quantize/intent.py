@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -107,6 +108,22 @@ def _measure(
     }
 
 
+def unknown_token_rate(tokenizer_file: Path, texts: list[str], max_length: int) -> float:
+    """Share of tokens the base vocabulary cannot represent: high means the encoder does not suit the language."""
+    from edge.inference.onnx import load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_file, max_length)
+    unk = tokenizer.token_to_id("[UNK]")
+    if unk is None:
+        model = json.loads(tokenizer.to_str()).get("model", {})
+        unk = tokenizer.token_to_id(str(model.get("unk_token", ""))) if model.get("unk_token") else None
+    if unk is None:
+        return 0.0
+    encodings = tokenizer.encode_batch(texts)
+    total = sum(len(e.ids) - 2 for e in encodings) or 1
+    return sum(e.ids.count(unk) for e in encodings) / total
+
+
 def gate(fp32_accuracy: float, int8_accuracy: float, options: IntentOptions) -> tuple[bool, str]:
     """Pass only when INT8 stays within the margin of FP32 and above the absolute floor."""
     drop = (fp32_accuracy - int8_accuracy) * 100
@@ -169,6 +186,9 @@ def build_intent(options: IntentOptions) -> dict[str, Any]:
                 "cleaning": [c.to_dict() for c in data.cleaning],
                 "dropped_labels": data.dropped_labels,
                 "held_out_removed": data.held_out_removed,
+                "unknown_token_rate": unknown_token_rate(
+                    tokenizer, [e.text for e in data.train + data.held_out], options.train.max_length
+                ),
             },
             "training": {
                 "config": options.train.to_dict(),

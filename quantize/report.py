@@ -90,6 +90,10 @@ def render_intent_report(report: dict[str, Any]) -> str:
         "## Data cleaning",
         *[line for cleaning in report["data"]["cleaning"] for line in _cleaning_lines(cleaning)],
     ]
+    unknown = report["data"].get("unknown_token_rate", 0.0)
+    lines.append(f"- unknown-token rate of the base vocabulary over the data: {_pct(unknown)}")
+    if unknown > 0.01:
+        lines.append("  - WARNING: over 1% of tokens are unknown to the encoder; it may not suit this language")
     if report["data"].get("dropped_labels"):
         lines.append(f"- labels left out for too few examples: {report['data']['dropped_labels']}")
     if report["data"].get("held_out_removed"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -11,7 +12,7 @@ from click.testing import CliRunner
 from edge.cli import main as edge_main
 from quantize.cli import EXIT_GATE
 from quantize.cli import main as quantize_main
-from tests.conftest import ROOT, write_csv
+from tests.conftest import ROOT, SHARED_DATA, write_csv
 
 
 def commands(group: click.Group) -> list[str]:
@@ -89,3 +90,44 @@ def test_gate_failure_publishes_nothing(tmp_path: Path, slice_data: tuple[Path, 
     assert sorted(p.name for p in rejected.iterdir()) == ["report.json", "report.md"]
     assert "REJECTED" in (rejected / "report.md").read_text()
     assert [p.name for p in tmp_path.iterdir()] == ["intent.rejected"]  # no staging left behind
+
+
+@pytest.mark.slow
+def test_chinese_smoke_run_goes_through_the_same_path(tmp_path: Path) -> None:
+    data = SHARED_DATA / "xsid_zh" / "train.csv"
+    if not data.exists():
+        pytest.skip("../shared/data is not beside this checkout")
+    out = tmp_path / "zh"
+    code, output = run(
+        [
+            "intent",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--drop-rare-labels",
+            "--min-examples",
+            "4",
+            "--max-steps",
+            "30",
+            "--max-accuracy-drop",
+            "100",
+            "--held-out",
+            "0.2",
+            "--no-progress",
+        ]
+    )
+    assert code == 0, output
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["data"]["dropped_labels"]  # xSID has labels with 1-3 examples
+    assert report["labels"] >= 10
+    from edge.bundle import load_component
+    from edge.inference.intent import IntentClassifier
+
+    classifier = IntentClassifier.from_component(load_component(out))
+    ids = classifier.encode("明天会下雨吗")["input_ids"][0].tolist()
+    assert ids[1:5] == [1865, 1811, 1763, 1743]  # 明天会下: one token per character, as in training
+    # MiniLM's uncased vocabulary lacks some common characters (雨, 吗): the report must say so
+    assert report["data"]["unknown_token_rate"] > 0.01
+    assert "may not suit this language" in (out / "report.md").read_text(encoding="utf-8")
+    assert classifier.predict(["明天会下雨吗"])[0].label in classifier.config.labels

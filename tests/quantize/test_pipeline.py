@@ -75,6 +75,7 @@ def test_published_component_is_complete(intent_build: tuple[Path, dict]) -> Non
     # a few epochs on six well-separated intents already classify most held-out questions
     assert report["int8"]["quality"]["accuracy"] >= 0.8
     assert 0.0 < report["threshold"]["threshold"] < 1.0
+    assert report["data"]["unknown_token_rate"] < 0.001  # English retail text: MiniLM knows it
     config = json.loads((out / "intent.json").read_text())
     assert config["threshold"] == report["threshold"]["threshold"]
     assert "# Intent model report — PUBLISHED" in (out / "report.md").read_text()
