@@ -15,11 +15,29 @@ import click
 from edge.bundle import BundleError
 from quantize.data import DataError
 from quantize.export import ExportError
+from quantize.llm.architectures import UnsupportedModel
+from quantize.llm.import_gguf import GgufReadError
+from quantize.llm.measure import MeasureError
+from quantize.llm.quantize_gguf import DEFAULT_TYPES, QuantizeError
 from quantize.sources import SourceError
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_ERROR = 1
 EXIT_GATE = 3
+LLM_ERRORS = (UnsupportedModel, GgufReadError, MeasureError, QuantizeError)
+DEFAULT_EVAL_TEXT = (
+    Path(__file__).resolve().parent.parent / "models" / "data" / "bitext_retail" / "intent_responses.csv"
+)
+
+
+def _int_list(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        numbers = tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated whole numbers, got {value!r}") from None
+    if not numbers or min(numbers) < 1:
+        raise click.BadParameter("give at least one number, each 1 or more")
+    return numbers
 
 
 def _friendly_errors(func: F) -> F:
@@ -29,6 +47,7 @@ def _friendly_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from quantize.embedder import FidelityError
         from quantize.intent import GateFailed
+        from quantize.llm.pipeline import NoVariantFits
 
         try:
             return func(*args, **kwargs)
@@ -39,7 +58,11 @@ def _friendly_errors(func: F) -> F:
         except FidelityError as exc:
             click.echo(f"gate failed, nothing published: {exc}", err=True)
             sys.exit(EXIT_GATE)
-        except (DataError, SourceError, ExportError, BundleError) as exc:
+        except NoVariantFits as exc:
+            click.echo(f"nothing published: {exc.reason}", err=True)
+            click.echo(f"the report is in {exc.report_dir}", err=True)
+            sys.exit(EXIT_GATE)
+        except (DataError, SourceError, ExportError, BundleError, *LLM_ERRORS) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_ERROR)
 
@@ -285,3 +308,113 @@ def build_default_command(out: Path, if_missing: bool, epochs: float, no_progres
     else:
         build_default(DefaultRecipe(out=out, train=TrainConfig(epochs=epochs), progress=not no_progress))
     click.echo((out / "report.md").read_text(encoding="utf-8"))
+
+
+@main.command()
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Local Hugging Face causal-LM directory (LLaMA family: LLaMA, SmolLM2, Mistral, Qwen2).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("build/llm"),
+    show_default=True,
+    help="Component directory to publish the chosen GGUF to.",
+)
+@click.option(
+    "--types",
+    default=",".join(DEFAULT_TYPES),
+    show_default=True,
+    help="Comma-separated llama.cpp quant types to try (F16 is always measured as the reference).",
+)
+@click.option(
+    "--eval-text",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_EVAL_TEXT,
+    show_default=True,
+    help="Held-out text for perplexity and fidelity: a CSV with an `answer` or `text` column, "
+    "or plain text. Must not be training data.",
+)
+@click.option(
+    "--threads",
+    default="1,2",
+    show_default=True,
+    callback=_int_list,
+    help="llama.cpp thread counts to measure speed at.",
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Timed runs per variant and thread count (median and spread reported).",
+)
+@click.option(
+    "--max-eval-tokens",
+    type=click.IntRange(min=32),
+    default=1024,
+    show_default=True,
+    help="Held-out tokens scored for perplexity and KL.",
+)
+@click.option(
+    "--max-mb", type=click.FloatRange(min=0, min_open=True), default=None, help="RAM budget for the weights, in MB."
+)
+@click.option("--min-tok-s", type=click.FloatRange(min=0), default=None, help="Slowest acceptable generation speed.")
+@click.option(
+    "--budget-threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Thread count at which --min-tok-s must be met.",
+)
+@click.option("--f32", "include_f32", is_flag=True, help="Also write and measure an F32 GGUF.")
+@click.option(
+    "--tokenizer-pre",
+    default=None,
+    help="llama.cpp pre-tokenizer name, when it cannot be recognised from tokenizer.json.",
+)
+@click.option(
+    "--keep-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Keep every GGUF variant here (default: a temporary directory).",
+)
+@click.option("--no-progress", is_flag=True, help="Hide progress bars.")
+@_friendly_errors
+def llm(**kwargs: Any) -> None:
+    """Convert a checkpoint to GGUF, quantize it, measure every variant, pick one and publish it.
+
+    Prints a table (size, load time, RSS, prompt and generation tok/s per thread count, perplexity,
+    KL divergence and top-1 agreement against F16) and writes report.md and report.json. Exits 3
+    without publishing when no variant fits --max-mb and --min-tok-s.
+    """
+    from quantize.llm.pipeline import LlmOptions, build_llm
+    from quantize.llm.recommend import Budget
+
+    budget = Budget(kwargs.pop("max_mb"), kwargs.pop("min_tok_s"), kwargs.pop("budget_threads"))
+    types = tuple(t.strip() for t in kwargs.pop("types").split(",") if t.strip())
+    options = LlmOptions(budget=budget, types=types, progress=not kwargs.pop("no_progress"), **kwargs)
+    build_llm(options, on_row=lambda name, _: click.echo(f"measured {name}", err=True))
+    click.echo((options.out / "report.md").read_text(encoding="utf-8"))
+    click.echo(f"published {options.out}")
+
+
+@main.command("import-gguf")
+@click.argument("gguf_file", type=click.Path(path_type=Path, dir_okay=False))
+@click.option(
+    "--out", type=click.Path(path_type=Path), required=True, help="Directory for the Hugging Face checkpoint."
+)
+@_friendly_errors
+def import_gguf_command(gguf_file: Path, out: Path) -> None:
+    """Turn a GGUF (llama or qwen2, byte-level BPE) back into a Hugging Face checkpoint.
+
+    Weights are dequantized by transformers; the tokenizer is rebuilt from the GGUF's metadata so
+    that it tokenizes exactly as llama.cpp does.
+    """
+    from quantize.llm.import_gguf import import_gguf
+
+    record = import_gguf(gguf_file, out)
+    click.echo(f"wrote {out} from {record['source_gguf']} ({record['source_name']})")

