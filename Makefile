@@ -34,6 +34,7 @@ lint: $(STAMP)
 
 bench: bundle
 	$(BIN)/python bench/intent.py --bundle $(BUNDLE)
+	$(BIN)/python bench/llm_quant.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

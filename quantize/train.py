@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: float = 4.0
+    epochs: float = 8.0
     learning_rate: float = 1e-4
     head_learning_rate: float = 1e-3
     batch_size: int = 32
