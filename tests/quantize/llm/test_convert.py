@@ -43,6 +43,14 @@ def llama_logits(gguf_file: Path, text: str) -> tuple[list[int], np.ndarray]:
     return tokens, np.array(llm.scores[: len(tokens)])
 
 
+def assert_same_top1_where_decisive(ours: np.ndarray, ref: np.ndarray, margin: float = 0.05) -> None:
+    """Top-1 must agree wherever the reference's top two are further apart than float noise."""
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    decisive = (top2[:, 1] - top2[:, 0]) > margin
+    assert decisive.mean() > 0.5  # most positions are decisive, so the check has teeth
+    assert (ours.argmax(axis=1) == ref.argmax(axis=1))[decisive].all()
+
+
 def hf_logits(model_dir: Path, text: str) -> tuple[list[int], np.ndarray]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -113,3 +121,27 @@ def test_missing_tokenizer_is_refused(tiny_llama: Path, tmp_path: Path) -> None:
     with pytest.raises(UnsupportedModel, match=r"tokenizer\.json"):
         convert_checkpoint(copy, tmp_path / "x.gguf")
     assert not (tmp_path / "x.gguf").exists()
+
+
+SPM_PROMPTS = [
+    "Where is my refund for order 12345?",
+    "cancel  my order",
+    "emoji 😀 and 東京 straße",  # characters outside the vocabulary go through byte fallback
+]
+
+
+def test_sentencepiece_style_tokenizer_matches_transformers(tiny_llama_sentencepiece: Path, tmp_path: Path) -> None:
+    from gguf import GGUFReader
+
+    out = tmp_path / "spm.f32.gguf"
+    summary = convert_checkpoint(tiny_llama_sentencepiece, out, out_type="f32")
+    assert summary["tokenizer"]["model"] == "llama"
+    fields = GGUFReader(out).fields
+    tokens = fields["tokenizer.ggml.tokens"].contents()
+    assert fields["tokenizer.ggml.token_type"].contents()[tokens.index("<0x41>")] == 6  # BYTE
+    for prompt in SPM_PROMPTS:
+        ours_ids, ours = llama_logits(out, prompt)
+        ref_ids, ref = hf_logits(tiny_llama_sentencepiece, prompt)
+        assert ours_ids == ref_ids, prompt
+        assert_same_top1_where_decisive(ours, ref)
+        np.testing.assert_allclose(ours, ref, atol=2e-3 * max(1.0, np.abs(ref).max()))
