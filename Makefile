@@ -22,7 +22,16 @@ install: $(STAMP)
 bundle: $(STAMP)
 	$(BIN)/quantize build-default --out $(BUNDLE) --if-missing
 
+# The main job: the assistant server on localhost, with an example request printed first.
 run: bundle
+	@mkdir -p data
+	@test -s data/app-key || $(BIN)/python -c "import secrets; print('app-' + secrets.token_urlsafe(18))" > data/app-key
+	@echo
+	@echo "kiosk-edge is starting on http://127.0.0.1:8080 (Ctrl-C stops it). Ask it something:"
+	@echo "  curl -s http://127.0.0.1:8080/v1/chat-messages -H \"Authorization: Bearer $$(cat data/app-key)\" \\"
+	@echo "    -H 'Content-Type: application/json' -d '{\"query\": \"I want to cancel my order\", \"user\": \"kiosk-1\", \"inputs\": {}}'"
+	@echo
+	KIOSK_APP_KEYS="[\"$$(cat data/app-key)\"]" $(BIN)/edge serve
 
 test: $(STAMP)
 	$(BIN)/ruff check edge quantize tests bench

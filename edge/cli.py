@@ -28,8 +28,38 @@ def main() -> None:
 
 @main.command()
 def config() -> None:
-    """Print the effective settings as JSON."""
+    """Print the effective settings as JSON (secrets redacted)."""
     click.echo(_settings().model_dump_json(indent=2))
+
+
+@main.command()
+@click.option("--host", default=None, help="Listen address [default: KIOSK_HOST or 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Port [default: KIOSK_PORT or 8080].")
+def serve(host: str | None, port: int | None) -> None:
+    """Run the assistant server (Dify and OpenAI APIs) on the configured bundle."""
+    import uvicorn
+
+    from edge.app import create_app
+    from edge.logs import configure_logging
+
+    settings = _settings(host=host, port=port)
+    if not settings.app_keys:
+        click.echo("error: no app keys configured: set KIOSK_APP_KEYS='[\"<a secret of 12+ characters>\"]'", err=True)
+        sys.exit(1)
+    try:
+        load_bundle(settings.bundle_dir, verify=settings.verify_bundle)
+    except BundleError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    configure_logging()
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=20,
+    )
 
 
 @main.command()

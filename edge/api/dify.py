@@ -1,0 +1,333 @@
+"""Dify's app API, so kiosk clients written for Dify work unchanged against the box."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.concurrency import run_in_threadpool
+
+from edge.api.deps import AppKey, AssistantDep, ConversationsDep, SettingsDep
+from edge.api.errors import ApiError, InvalidParam, NotFound
+from edge.api.sse import PING, data_line, with_pings
+from edge.assistant.pipeline import Delta, Finished, Started
+from edge.store import errors as store_errors
+
+router = APIRouter(prefix="/v1")
+PING_INTERVAL_S = 10.0
+
+
+class DifyModel(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+def _uuid_or_none(value: str | None, name: str) -> str | None:
+    if value in (None, ""):
+        return None
+    try:
+        return str(uuid.UUID(str(value)))
+    except ValueError:
+        raise ValueError(f"{name} is not a valid UUID") from None
+
+
+class ChatRequest(DifyModel):
+    query: str
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    response_mode: Literal["streaming", "blocking"] | None = "blocking"
+    user: str = Field(min_length=1, max_length=255)
+    conversation_id: str | None = None
+    files: list[dict[str, Any]] | None = None  # accepted and ignored: the box takes no uploads
+    auto_generate_name: bool = True
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _inputs_default(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    @field_validator("conversation_id")
+    @classmethod
+    def _conversation_uuid(cls, value: str | None) -> str | None:
+        return _uuid_or_none(value, "conversation_id")
+
+
+class UserBody(DifyModel):
+    user: str = Field(min_length=1, max_length=255)
+
+
+class RenameBody(UserBody):
+    name: str | None = None
+    auto_generate: bool = False
+
+
+class FeedbackBody(UserBody):
+    rating: Literal["like", "dislike"] | None = None
+    content: str | None = None
+
+
+def _store_call(func: Any, *args: Any) -> Any:
+    try:
+        return func(*args)
+    except store_errors.NotFound as exc:
+        raise NotFound(exc.message) from None
+    except store_errors.InvalidParam as exc:
+        raise InvalidParam(str(exc)) from None
+
+
+def _usage(finished: Finished) -> dict[str, Any]:
+    return {
+        "prompt_tokens": finished.prompt_tokens,
+        "prompt_unit_price": "0",
+        "prompt_price_unit": "0",
+        "prompt_price": "0",
+        "completion_tokens": finished.completion_tokens,
+        "completion_unit_price": "0",
+        "completion_price_unit": "0",
+        "completion_price": "0",
+        "total_tokens": finished.prompt_tokens + finished.completion_tokens,
+        "total_price": "0",
+        "currency": "USD",
+        "latency": round(finished.latency_s, 4),
+    }
+
+
+def _resources(finished: Finished, message_id: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": f"{message_id}-{position}",
+            "message_id": message_id,
+            "position": position,
+            "dataset_id": "local-curated",
+            "dataset_name": "Curated answers",
+            "document_id": source["label"],
+            "document_name": source["label"],
+            "data_source_type": "curated",
+            "segment_id": source["label"],
+            "score": None,
+            "hit_count": None,
+            "word_count": len(source["content"].split()),
+            "segment_position": position,
+            "index_node_hash": None,
+            "content": source["content"],
+            "summary": None,
+            "created_at": None,
+        }
+        for position, source in enumerate(finished.sources, start=1)
+    ]
+
+
+def _metadata(finished: Finished, message_id: str) -> dict[str, Any]:
+    return {
+        "usage": _usage(finished),
+        "retriever_resources": _resources(finished, message_id),
+        "route": finished.route.value,
+        "intent": finished.message.get("intent"),
+        "confidence": finished.message.get("confidence"),
+    }
+
+
+@router.get("/")
+async def index() -> dict[str, str]:
+    from edge import __version__
+
+    return {"welcome": "Dify OpenAPI", "api_version": "v1", "server_version": __version__}
+
+
+@router.post("/chat-messages", response_model=None)
+async def chat_messages(body: ChatRequest, _: AppKey, assistant: AssistantDep, request: Request) -> Response:
+    query = assistant.clean_query(body.query)
+    prepared = await assistant.prepare(query, body.user, body.conversation_id, body.inputs)
+    events = assistant.run(prepared, query, body.user)
+    if body.response_mode == "streaming":
+        return StreamingResponse(_stream(events), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    answer: list[str] = []
+    started: Started | None = None
+    async for event in events:
+        if isinstance(event, Started):
+            started = event
+        elif isinstance(event, Delta):
+            answer.append(event.text)
+        elif started is not None:
+            return JSONResponse(
+                {
+                    "event": "message",
+                    "task_id": started.task_id,
+                    "id": started.message_id,
+                    "message_id": started.message_id,
+                    "conversation_id": started.conversation_id,
+                    "mode": "chat",
+                    "answer": "".join(answer),
+                    "metadata": _metadata(event, started.message_id),
+                    "created_at": started.created_at,
+                }
+            )
+    raise ApiError("the answer ended without finishing")
+
+
+async def _stream(events: AsyncIterator[Started | Delta | Finished]) -> AsyncIterator[str]:
+    started: Started | None = None
+    try:
+        async for event in with_pings(events, PING_INTERVAL_S):
+            if event is None:
+                yield PING
+            elif isinstance(event, Started):
+                started = event
+            elif started is None:
+                continue
+            else:
+                common = {
+                    "task_id": started.task_id,
+                    "id": started.message_id,
+                    "message_id": started.message_id,
+                    "conversation_id": started.conversation_id,
+                    "created_at": started.created_at,
+                }
+                if isinstance(event, Delta):
+                    yield data_line({"event": "message", **common, "answer": event.text})
+                else:
+                    yield data_line(
+                        {
+                            "event": "message_end",
+                            **common,
+                            "metadata": _metadata(event, started.message_id),
+                            "files": None,
+                        }
+                    )
+    except ApiError as exc:
+        yield data_line(_error_event(started, exc.status, exc.code, exc.message))
+    except Exception:  # after the first byte, a failure can only be an error event
+        yield data_line(
+            _error_event(started, 500, "internal_server_error", "Internal Server Error, please contact support.")
+        )
+
+
+def _error_event(started: Started | None, status: int, code: str, message: str) -> dict[str, Any]:
+    return {
+        "event": "error",
+        "conversation_id": started.conversation_id if started else None,
+        "message_id": started.message_id if started else None,
+        "created_at": started.created_at if started else int(time.time()),
+        "status": status,
+        "code": code,
+        "message": message,
+    }
+
+
+@router.post("/chat-messages/{task_id}/stop")
+async def stop(task_id: str, body: UserBody, _: AppKey, assistant: AssistantDep) -> dict[str, str]:
+    assistant.stop(task_id, body.user)
+    return {"result": "success"}
+
+
+def _conversation_item(row: dict[str, Any]) -> dict[str, Any]:
+    keys = ("id", "name", "inputs", "status", "introduction", "created_at", "updated_at")
+    return {key: row.get(key) for key in keys}
+
+
+@router.get("/conversations")
+async def conversations(
+    _: AppKey,
+    store: ConversationsDep,
+    user: str = "DEFAULT-USER",
+    last_id: str | None = None,
+    limit: int = Query(default=20, ge=1, le=100),
+    sort_by: Literal["created_at", "-created_at", "updated_at", "-updated_at"] = "-updated_at",
+) -> dict[str, Any]:
+    last = _uuid_or_404(last_id, "Last Conversation Not Exists.")
+    rows, has_more = await run_in_threadpool(_store_call, store.list, user, last, limit, sort_by)
+    return {"limit": limit, "has_more": has_more, "data": [_conversation_item(row) for row in rows]}
+
+
+def _uuid_or_404(value: str | None, message: str) -> str | None:
+    try:
+        return _uuid_or_none(value, "id")
+    except ValueError:
+        raise NotFound(message) from None
+
+
+@router.get("/messages")
+async def messages(
+    _: AppKey,
+    store: ConversationsDep,
+    conversation_id: str,
+    user: str = "DEFAULT-USER",
+    first_id: str | None = None,
+    limit: int = Query(default=20, ge=1, le=100),
+) -> dict[str, Any]:
+    conversation = _uuid_or_404(conversation_id, "Conversation Not Exists.")
+    first = _uuid_or_404(first_id, "First Message Not Exists.")
+    rows, has_more = await run_in_threadpool(_store_call, store.messages, conversation, user, first, limit)
+    return {"limit": limit, "has_more": has_more, "data": rows}
+
+
+@router.delete("/conversations/{conversation_id}", status_code=204)
+async def delete_conversation(conversation_id: str, body: UserBody, _: AppKey, store: ConversationsDep) -> Response:
+    target = _uuid_or_404(conversation_id, "Conversation Not Exists.")
+    await run_in_threadpool(_store_call, store.delete, target, body.user)
+    return Response(status_code=204)
+
+
+@router.post("/conversations/{conversation_id}/name")
+async def rename(conversation_id: str, body: RenameBody, _: AppKey, store: ConversationsDep) -> dict[str, Any]:
+    target = _uuid_or_404(conversation_id, "Conversation Not Exists.")
+    name = body.name
+    if not name:
+        if not body.auto_generate:
+            raise InvalidParam("name is required", param="name")
+        turns = await run_in_threadpool(_store_call, store.recent_turns, target, 1)
+        if not turns:
+            raise InvalidParam("the conversation has no messages to name it from")
+        name = turns[0][0][:40]
+    row = await run_in_threadpool(_store_call, store.rename, target, body.user, name)
+    return _conversation_item(row)
+
+
+@router.post("/messages/{message_id}/feedbacks")
+async def feedback(message_id: str, body: FeedbackBody, _: AppKey, store: ConversationsDep) -> dict[str, str]:
+    target = _uuid_or_404(message_id, "Message Not Exists.")
+    await run_in_threadpool(_store_call, store.set_feedback, target, body.user, body.rating, body.content)
+    return {"result": "success"}
+
+
+@router.get("/parameters")
+async def parameters(_: AppKey, settings: SettingsDep) -> dict[str, Any]:
+    return {
+        "opening_statement": settings.opening_statement,
+        "suggested_questions": settings.suggested_questions,
+        "suggested_questions_after_answer": {"enabled": False},
+        "speech_to_text": {"enabled": False},
+        "text_to_speech": {"enabled": False, "voice": "", "language": "", "autoPlay": "disabled"},
+        "retriever_resource": {"enabled": True},
+        "annotation_reply": {"enabled": True},
+        "more_like_this": {"enabled": False},
+        "sensitive_word_avoidance": {"enabled": False, "type": "", "configs": []},
+        "user_input_form": [],
+        "file_upload": {"image": {"enabled": False, "number_limits": 0, "transfer_methods": []}},
+        "system_parameters": {
+            "file_size_limit": 0,
+            "image_file_size_limit": 0,
+            "audio_file_size_limit": 0,
+            "video_file_size_limit": 0,
+            "workflow_file_upload_limit": 0,
+        },
+    }
+
+
+@router.get("/info")
+async def info(_: AppKey, settings: SettingsDep) -> dict[str, Any]:
+    return {
+        "name": settings.app_name,
+        "description": "kiosk-edge offline assistant",
+        "tags": [],
+        "mode": "chat",
+        "author_name": "kiosk-edge",
+    }
+
+
+@router.get("/meta")
+async def meta(_: AppKey) -> dict[str, Any]:
+    return {"tool_icons": {}}

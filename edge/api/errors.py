@@ -1,0 +1,123 @@
+"""One exception hierarchy with HTTP status and code, rendered in each API family's own envelope.
+
+Dify clients expect `{code, message, status}`; OpenAI clients expect `{"error": {message, type,
+param, code}}`. The family is chosen by the route, so a kiosk never sees the other API's shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+OPENAI_PATHS = ("/v1/chat/completions", "/v1/models")
+
+
+class ApiError(Exception):
+    """An error that carries its HTTP status, a machine code and a human message."""
+
+    status = 500
+    code = "internal_server_error"
+    openai_type = "server_error"
+
+    def __init__(self, message: str, *, param: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.headers = headers or {}
+
+
+class InvalidParam(ApiError):
+    status, code, openai_type = 400, "invalid_param", "invalid_request_error"
+
+
+class Unauthorized(ApiError):
+    status, code, openai_type = 401, "unauthorized", "invalid_request_error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="api"'})
+
+
+class NotFound(ApiError):
+    status, code, openai_type = 404, "not_found", "invalid_request_error"
+
+
+class PayloadTooLarge(ApiError):
+    status, code, openai_type = 413, "payload_too_large", "invalid_request_error"
+
+
+class UnsupportedMediaType(ApiError):
+    status, code, openai_type = 415, "unsupported_media_type", "invalid_request_error"
+
+
+class TooManyRequests(ApiError):
+    status, code, openai_type = 429, "too_many_requests", "rate_limit_error"
+
+
+class Overloaded(ApiError):
+    status, code, openai_type = 503, "service_unavailable", "server_error"
+
+
+def is_openai(request: Request) -> bool:
+    return request.url.path.startswith(OPENAI_PATHS)  # exact routes: /v1/chat-messages is Dify
+
+
+def envelope(error: ApiError, openai: bool) -> dict[str, Any]:
+    if openai:
+        return {
+            "error": {"message": error.message, "type": error.openai_type, "param": error.param, "code": error.code}
+        }
+    body: dict[str, Any] = {"code": error.code, "message": error.message, "status": error.status}
+    if error.param:
+        body["params"] = error.param
+    return body
+
+
+def error_response(request: Request, error: ApiError) -> JSONResponse:
+    return JSONResponse(envelope(error, is_openai(request)), status_code=error.status, headers=error.headers)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    first = exc.errors()[0] if exc.errors() else {}
+    location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
+    param = ".".join(location) or None
+    if first.get("type") == "json_invalid":
+        return "Invalid JSON payload received or JSON payload is empty.", None
+    if first.get("type") == "missing":
+        return f"{param} is required", param
+    return f"{param}: {first.get('msg', 'invalid value')}" if param else str(first.get("msg")), param
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error, ours or the framework's, leaves in its family's envelope; never a bare 500 page."""
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = _validation_message(exc)
+        return error_response(request, InvalidParam(message, param=param))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        by_status: dict[int, type[ApiError]] = {
+            404: NotFound,
+            405: InvalidParam,
+            413: PayloadTooLarge,
+            415: UnsupportedMediaType,
+        }
+        error_type = by_status.get(exc.status_code, ApiError)
+        error = error_type(str(exc.detail))
+        if exc.status_code == 405:
+            error.status, error.code = 405, "method_not_allowed"
+        return error_response(request, error)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        request.app.state.log.exception("unhandled error on %s", request.url.path)
+        return error_response(request, ApiError("Internal Server Error, please contact support."))

@@ -1,0 +1,27 @@
+"""Operations endpoints: liveness and readiness, no key needed (probes and load balancers use them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    state = request.app.state
+    checks: dict[str, Any] = {"loaded": getattr(state, "ready", False)}
+    llm = getattr(state, "llm", None)
+    if llm is not None:
+        checks["llm_queue_depth"] = llm.queue_depth()
+        checks["llm_queue_full"] = llm.queue_depth() >= state.settings.llm_max_queue
+    ready = checks["loaded"] and not checks.get("llm_queue_full", False)
+    return JSONResponse({"status": "ready" if ready else "not ready", **checks}, status_code=200 if ready else 503)

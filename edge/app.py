@@ -1,0 +1,122 @@
+"""`create_app(settings)`: the whole runtime built from one settings object, resources owned by the lifespan."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from edge.api import dify, openai, ops
+from edge.api.auth import KeyRing, RateLimiter
+from edge.api.errors import OPENAI_PATHS, PayloadTooLarge, envelope, install_error_handlers
+from edge.assistant.cache import AnswerCache
+from edge.assistant.pipeline import Assistant
+from edge.bundle import load_bundle
+from edge.inference.intent import IntentClassifier
+from edge.inference.llm import LlmEngine
+from edge.settings import Settings
+from edge.store.answers import CuratedAnswers
+from edge.store.conversations import ConversationStore
+from edge.store.db import open_database
+
+
+class BodyLimit:
+    """Refuse bodies over the limit before they are read into memory (413 in the family's shape)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(scope, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise PayloadTooLarge(f"request body larger than {self.limit} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        openai_family = str(scope.get("path", "")).startswith(OPENAI_PATHS)
+        error = PayloadTooLarge(f"request body larger than {self.limit} bytes")
+        body = json.dumps(envelope(error, openai_family)).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+def _load(app: FastAPI, settings: Settings) -> dict[str, Any]:
+    """Open everything the assistant needs; returns what must be closed at shutdown."""
+    bundle = load_bundle(settings.bundle_dir, verify=settings.verify_bundle)
+    classifier = IntentClassifier.from_component(
+        bundle.component("intent"), threads=settings.intent_threads, workers=settings.intent_workers
+    )
+    llm: LlmEngine | None = None
+    if "llm" in bundle.components:
+        component = bundle.component("llm")
+        llm = LlmEngine(
+            component.file("model.gguf"),
+            n_ctx=settings.llm_context,
+            n_threads=settings.llm_threads,
+            max_queue=settings.llm_max_queue,
+            time_budget_s=settings.llm_time_budget_s,
+        )
+        llm.start()
+    db = open_database(settings.database_path)
+    conversations = ConversationStore(db)
+    curated = CuratedAnswers(db)
+    if settings.curated_answers_csv.is_file():
+        curated.seed_from_csv(settings.curated_answers_csv)
+    cache: AnswerCache[str] = AnswerCache(settings.cache_size, settings.cache_ttl_s)
+    app.state.llm = llm
+    app.state.conversations = conversations
+    app.state.assistant = Assistant(settings, classifier, llm, conversations, curated, cache)
+    return {"classifier": classifier, "llm": llm, "db": db}
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        started = time.perf_counter()
+        resources = _load(app, settings)
+        app.state.ready = True
+        app.state.log.info("ready", extra={"seconds_to_ready": round(time.perf_counter() - started, 3)})
+        try:
+            yield
+        finally:
+            app.state.ready = False
+            if resources["llm"] is not None:
+                resources["llm"].close()
+            resources["classifier"].close()
+            resources["db"].close()
+
+    app = FastAPI(title="kiosk-edge", version="0.1.0", lifespan=lifespan)
+    app.state.settings = settings
+    app.state.log = logging.getLogger("edge.app")
+    app.state.ready = False
+    app.state.started_at = time.time()
+    app.state.keyring = KeyRing(settings.app_keys)
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+    install_error_handlers(app)
+    app.include_router(ops.router)
+    app.include_router(openai.router)
+    app.include_router(dify.router)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app

@@ -1,0 +1,228 @@
+"""One customer question, end to end, as a stream of events that both API families render.
+
+normalise → hot-answer cache → intent (batch 1, off the event loop) → policy → curated answer,
+grounded LLM or hand-off → the turn and its outbox row persisted in one transaction. Everything that
+can fail before the first byte (bad input, unknown conversation, a full LLM queue) fails before
+the first event, so it can still be an HTTP error; later failures become error events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+
+from edge.api.errors import InvalidParam, NotFound, Overloaded
+from edge.assistant.cache import AnswerCache
+from edge.assistant.policy import Decision, Route, decide
+from edge.assistant.prompts import build_messages
+from edge.inference.intent import IntentClassifier, IntentPrediction
+from edge.inference.llm import Generation, LlmEngine, QueueFull
+from edge.settings import Settings
+from edge.store import errors as store_errors
+from edge.store.answers import CuratedAnswers
+from edge.store.conversations import ConversationStore
+from edge.text import normalise
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Started:
+    conversation_id: str
+    message_id: str
+    task_id: str
+    created_at: int
+
+
+@dataclass(frozen=True)
+class Delta:
+    text: str
+
+
+@dataclass
+class Finished:
+    message: dict[str, Any]
+    route: Route
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    sources: list[dict[str, Any]] = field(default_factory=list)
+
+
+Event = Started | Delta | Finished
+
+
+@dataclass
+class Prepared:
+    """What is known before the first event: the route and, for the LLM route, the running generation."""
+
+    conversation_id: str
+    decision: Decision
+    prediction: IntentPrediction | None
+    generation: Generation | None = None
+
+
+class Assistant:
+    def __init__(
+        self,
+        settings: Settings,
+        classifier: IntentClassifier,
+        llm: LlmEngine | None,
+        conversations: ConversationStore,
+        curated: CuratedAnswers,
+        cache: AnswerCache[str],
+    ) -> None:
+        self.settings = settings
+        self.classifier = classifier
+        self.llm = llm
+        self.conversations = conversations
+        self.curated = curated
+        self.cache = cache
+        self.tasks: dict[str, tuple[str, Generation]] = {}
+
+    def clean_query(self, query: str) -> str:
+        cleaned = normalise(query.replace("\x00", ""))
+        if not cleaned:
+            raise InvalidParam("query is required", param="query")
+        if len(cleaned) > self.settings.max_query_chars:
+            raise InvalidParam(f"query is longer than {self.settings.max_query_chars} characters", param="query")
+        return cleaned
+
+    async def _conversation(self, conversation_id: str | None, user: str, inputs: dict[str, Any]) -> str:
+        if conversation_id:
+            try:
+                await run_in_threadpool(self.conversations.get, conversation_id, user)
+            except store_errors.NotFound as exc:
+                raise NotFound(exc.message) from None
+            return conversation_id
+        created = await run_in_threadpool(self.conversations.create, user, inputs)
+        return str(created["id"])
+
+    async def prepare(
+        self,
+        query: str,
+        user: str,
+        conversation_id: str | None,
+        inputs: dict[str, Any],
+        history: list[tuple[str, str]] | None = None,
+    ) -> Prepared:
+        """Route the question; start the LLM if needed. Raises ApiError before anything is sent."""
+        conversation = await self._conversation(conversation_id, user, inputs)
+        cached = self.cache.get(query)
+        if cached is not None:
+            return Prepared(conversation, Decision(Route.CACHE, answer=cached), None)
+        (prediction,) = await run_in_threadpool(self.classifier.predict, [query])
+        curated = await run_in_threadpool(self.curated.all)
+        decision = decide(prediction, curated, self.settings.store_variables, self.settings.llm_floor)
+        if decision.route is Route.CURATED and decision.answer is not None:
+            self.cache.put(query, decision.answer)
+        prepared = Prepared(conversation, decision, prediction)
+        if decision.route is Route.LLM:
+            if self.llm is None:
+                prepared.decision = Decision(Route.HANDOFF)
+                return prepared
+            if history is None:
+                history = await run_in_threadpool(
+                    self.conversations.recent_turns, conversation, self.settings.history_turns
+                )
+            messages = build_messages(
+                self.settings.system_prompt, self.settings.store_variables, decision.grounding, history, query
+            )
+            try:
+                prepared.generation = self.llm.submit(messages, max_tokens=self.settings.llm_max_tokens)
+            except QueueFull as exc:
+                raise Overloaded(
+                    "The assistant is busy; please retry shortly.", headers={"Retry-After": str(exc.retry_after)}
+                ) from None
+        return prepared
+
+    async def run(self, prepared: Prepared, query: str, user: str) -> AsyncIterator[Event]:
+        """Yield Started, the answer's deltas, then Finished (after the turn is persisted)."""
+        started = time.perf_counter()
+        message_id = str(uuid.uuid4())
+        task_id = str(uuid.uuid4())
+        decision = prepared.decision
+        yield Started(prepared.conversation_id, message_id, task_id, int(time.time()))
+        parts: list[str] = []
+        generation = prepared.generation
+        try:
+            if generation is not None:
+                self.tasks[task_id] = (user, generation)
+                async for chunk in generation.achunks():
+                    parts.append(chunk)
+                    yield Delta(chunk)
+            else:
+                text = decision.answer if decision.route in (Route.CACHE, Route.CURATED) else None
+                parts.append(text if text is not None else self.settings.handoff_message)
+                yield Delta(parts[-1])
+        except BaseException:
+            if generation is not None:
+                generation.cancel()
+            self._persist_later(prepared, query, user, message_id, "".join(parts), started, error="stopped")
+            raise
+        finally:
+            self.tasks.pop(task_id, None)
+        finished = await run_in_threadpool(
+            self._persist, prepared, query, user, message_id, "".join(parts), started, None
+        )
+        yield finished
+
+    def _persist(
+        self,
+        prepared: Prepared,
+        query: str,
+        user: str,
+        message_id: str,
+        answer: str,
+        started: float,
+        error: str | None,
+    ) -> Finished:
+        generation = prepared.generation
+        prediction = prepared.prediction
+        route = prepared.decision.route
+        sources = [{"label": label, "content": text} for label, text in prepared.decision.grounding]
+        latency = time.perf_counter() - started
+        prompt_tokens = generation.prompt_tokens if generation else 0
+        completion_tokens = generation.completion_tokens if generation else 0
+        message = self.conversations.record_turn(
+            prepared.conversation_id,
+            user,
+            query,
+            answer,
+            route=route.value,
+            intent=prediction.label if prediction else None,
+            confidence=prediction.confidence if prediction else None,
+            latency_ms=latency * 1000.0,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            sources=sources,
+            status="error" if error else "normal",
+            error=error,
+            message_id=message_id,
+        )
+        log.info(
+            "answered",
+            extra={"conversation_id": prepared.conversation_id, "route": route.value, "latency_ms": latency * 1000},
+        )
+        return Finished(message, route, prompt_tokens, completion_tokens, latency, sources)
+
+    def _persist_later(self, *args: Any, error: str) -> None:
+        """Record an interrupted turn without awaiting (we may be inside a closing generator)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        loop.run_in_executor(None, lambda: self._persist(*args, error))
+
+    def stop(self, task_id: str, user: str) -> None:
+        """Dify's stop: silently ignores unknown tasks and other users' tasks."""
+        entry = self.tasks.get(task_id)
+        if entry and entry[0] == user:
+            entry[1].cancel()

@@ -1,0 +1,382 @@
+"""One llama.cpp context, owned by one worker thread that serves a bounded FIFO of chat generations.
+
+llama-cpp-python's own server keeps one model in a global and cuts the running stream short when a
+new request arrives. A kiosk answer must never be cut because another customer asked something, so
+here requests run to completion one after another, and the queue bound turns overload into a fast
+`QueueFull` (HTTP 503 + Retry-After) instead of unbounded latency. Consecutive turns of one
+conversation share their prompt prefix, which `Llama.generate(reset=True)` keeps in the KV cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+import ctypes
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Literal
+
+import jinja2
+import llama_cpp
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+logger = logging.getLogger(__name__)
+
+FinishReason = Literal["stop", "length", "cancelled", "timeout", "error"]
+
+
+class LlmError(Exception):
+    """llama.cpp failed, or the engine is not running."""
+
+
+class InvalidRequest(LlmError):
+    """The messages cannot be rendered by the chat template, do not fit the context, or a parameter is invalid."""
+
+
+class QueueFull(LlmError):
+    """`max_queue` requests are already waiting; `retry_after` is a whole-second estimate of a free slot."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"the LLM queue is full; retry in {retry_after} s")
+        self.retry_after = retry_after
+
+
+def token_bytes(vocab: llama_cpp.llama_vocab_p, token: int) -> bytes:
+    """The bytes of one token. llama-cpp-python's detokenize returns b"" for pieces over 32 bytes."""
+    size = 64
+    while True:
+        buffer = ctypes.create_string_buffer(size)
+        n = llama_cpp.llama_token_to_piece(vocab, token, buffer, size, 0, False)
+        if n >= 0:
+            return buffer.raw[:n]
+        size = -n
+
+
+def stop_cut(text: str, stops: list[str]) -> int | None:
+    """Where the earliest complete stop string starts, if any."""
+    found = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+    return min(found) if found else None
+
+
+def held_back(text: str, stops: list[str]) -> int:
+    """How many trailing characters might begin a stop string, and so must not be streamed yet."""
+    return max((n for s in stops for n in range(min(len(s) - 1, len(text)), 0, -1) if text.endswith(s[:n])), default=0)
+
+
+class Generation:
+    """Handle on one queued or running request: stream it, wait for it, or cancel it."""
+
+    def __init__(
+        self, prompt: list[int], max_tokens: int, temperature: float, stop: list[str], withdraw: Callable[[], bool]
+    ) -> None:
+        self.prompt, self.max_tokens, self.temperature, self.stop = prompt, max_tokens, temperature, stop
+        self._withdraw = withdraw
+        self._cond = threading.Condition()
+        self._chunks: list[str] = []
+        self._done = False
+        self._error: LlmError | None = None
+        self._wakers: list[Callable[[], None]] = []
+        self._cancel = threading.Event()
+        self._submitted = time.monotonic()
+        self.finish_reason: FinishReason | None = None
+        self.prompt_tokens = len(prompt)
+        self.cached_tokens = 0  # prompt tokens llama.cpp did not have to evaluate (KV prefix reuse)
+        self.completion_tokens = 0
+        self.queue_wait_s = 0.0
+        self.first_token_s: float | None = None  # from the start of processing to the first sampled token
+        self.tokens_per_s = 0.0  # decode speed after the first token
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def cancel(self) -> None:
+        """Stop at the next token, or leave the queue at once if not started yet."""
+        self._cancel.set()
+        if self._withdraw():
+            self.queue_wait_s = time.monotonic() - self._submitted
+            self._finish("cancelled")
+
+    def chunks(self) -> Iterator[str]:
+        """Text deltas as they are generated (blocking: for threads); raises `LlmError` if llama.cpp failed."""
+        seen = 0
+        while True:
+            with self._cond:
+                while not self._done and len(self._chunks) == seen:
+                    self._cond.wait()
+                new, done = self._chunks[seen:], self._done
+            seen += len(new)
+            yield from new
+            if done:
+                self._raise_if_failed()
+                return
+
+    async def achunks(self) -> AsyncIterator[str]:
+        """Text deltas for asyncio code; the worker wakes the loop, so the loop never blocks."""
+        loop = asyncio.get_running_loop()
+        wake = asyncio.Event()
+
+        def notify() -> None:
+            with contextlib.suppress(RuntimeError):  # the consumer's loop is already closed
+                loop.call_soon_threadsafe(wake.set)
+
+        with self._cond:
+            self._wakers.append(notify)
+        try:
+            seen = 0
+            while True:
+                wake.clear()
+                with self._cond:
+                    new, done = self._chunks[seen:], self._done
+                seen += len(new)
+                for chunk in new:
+                    yield chunk
+                if done:
+                    break
+                await wake.wait()
+        finally:
+            with self._cond:
+                self._wakers.remove(notify)
+        self._raise_if_failed()
+
+    def result(self, timeout: float | None = None) -> str:
+        """The full text once finished; raises `LlmError` if llama.cpp failed, `TimeoutError` on timeout."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._done, timeout):
+                raise TimeoutError(f"generation not finished after {timeout} s")
+        self._raise_if_failed()
+        return "".join(self._chunks)
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _emit(self, text: str) -> None:
+        """Worker side: publish a text delta."""
+        self._publish(lambda: self._chunks.append(text))
+
+    def _finish(self, reason: FinishReason, error: LlmError | None = None) -> None:
+        """Worker side: publish the end of the stream (idempotent)."""
+
+        def end() -> None:
+            if not self._done:
+                self.finish_reason, self._error, self._done = reason, error, True
+
+        self._publish(end)
+
+    def _publish(self, change: Callable[[], None]) -> None:
+        with self._cond:
+            change()
+            self._cond.notify_all()
+            wakers = list(self._wakers)
+        for wake in wakers:
+            wake()
+
+
+class LlmEngine:
+    """A GGUF chat model served one request at a time from a bounded queue; see the module docstring."""
+
+    def __init__(
+        self,
+        model_path: Path,
+        *,
+        n_ctx: int = 2048,
+        n_threads: int = 1,
+        n_batch: int = 512,
+        max_queue: int = 8,
+        time_budget_s: float = 30.0,
+        llama_factory: Callable[..., llama_cpp.Llama] = llama_cpp.Llama,
+    ) -> None:
+        self.model_path = Path(model_path)
+        self.model_id = self.model_path.stem
+        self.n_ctx, self.n_threads, self.n_batch = n_ctx, n_threads, n_batch
+        self.max_queue, self.time_budget_s = max_queue, time_budget_s
+        self._factory = llama_factory
+        self._lock = threading.Condition()
+        self._pending: deque[Generation] = deque()
+        self._running: Generation | None = None
+        self._closing = False
+        self._llm: llama_cpp.Llama | None = None
+        self._formatter: Jinja2ChatFormatter | None = None
+        self._thread: threading.Thread | None = None
+        self._service_s = 1.0  # moving average of one generation's duration, for Retry-After
+
+    def start(self) -> None:
+        """Load the model in the caller's thread (errors surface here), then start the worker."""
+        if self._thread is not None:
+            raise LlmError("the engine was already started")
+        try:
+            llm = self._factory(
+                str(self.model_path), n_ctx=self.n_ctx, n_threads=self.n_threads, n_batch=self.n_batch, verbose=False
+            )
+        except (ValueError, OSError) as exc:
+            raise LlmError(f"cannot load {self.model_path}: {exc}") from exc
+        template = llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            llm.close()
+            raise LlmError(f"{self.model_path} has no chat template in its GGUF metadata")
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+
+        def text(token: int) -> str:
+            return llama_cpp.llama_vocab_get_text(vocab, token).decode() if token >= 0 else ""
+
+        self._formatter = Jinja2ChatFormatter(
+            template, eos_token=text(llm.token_eos()), bos_token=text(llm.token_bos())
+        )
+        self._llm = llm
+        self._thread = threading.Thread(target=self._serve, args=(llm,), name=f"llm-{self.model_id}", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Cancel queued and running work, join the worker, free the model."""
+        with self._lock:
+            self._closing = True
+            pending, self._pending = list(self._pending), deque()
+            if self._running is not None:
+                self._running._cancel.set()
+            self._lock.notify_all()
+        for gen in pending:
+            gen._cancel.set()
+            gen._finish("cancelled")
+        if self._thread is not None:
+            self._thread.join()
+        with self._lock:
+            llm, self._llm = self._llm, None
+        if llm is not None:
+            llm.close()
+
+    def submit(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        stop: list[str] | None = None,
+    ) -> Generation:
+        """Queue a chat request. Raises `QueueFull`, `InvalidRequest`, or `LlmError` if not running."""
+        if max_tokens < 1 or temperature < 0:
+            raise InvalidRequest("max_tokens must be >= 1 and temperature >= 0")
+        if self._formatter is None:
+            raise LlmError("the engine is not started")
+        try:
+            prompt_text = self._formatter(messages=messages).prompt  # type: ignore[arg-type]
+        except (ValueError, TypeError, jinja2.TemplateError) as exc:
+            raise InvalidRequest(f"the chat template rejected the messages: {exc}") from exc
+        prompt = self._tokenize(prompt_text.encode("utf-8", errors="replace"), special=True)
+        room = self.n_ctx - len(prompt)
+        if room < 1:
+            raise InvalidRequest(f"the prompt has {len(prompt)} tokens; the context holds {self.n_ctx}")
+        gen = Generation(prompt, min(max_tokens, room), temperature, list(stop or []), lambda: self._withdraw(gen))
+        with self._lock:
+            if self._closing:
+                raise LlmError("the engine is closed")
+            if len(self._pending) >= self.max_queue:
+                raise QueueFull(max(1, math.ceil(self._service_s)))
+            self._pending.append(gen)
+            self._lock.notify_all()
+        return gen
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of plain text (no special tokens), without touching the worker's context.
+
+        Tokenizing only reads the vocabulary, which llama.cpp never mutates after loading (its own
+        server tokenizes on HTTP threads while decoding), so no trip through the queue is needed.
+        """
+        return len(self._tokenize(text.encode("utf-8", errors="replace"), special=False))
+
+    def queue_depth(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def busy(self) -> bool:
+        with self._lock:
+            return self._running is not None
+
+    def _tokenize(self, data: bytes, *, special: bool) -> list[int]:
+        with self._lock:  # held so that close() cannot free the model mid-call
+            if self._llm is None:
+                raise LlmError("the engine is not running")
+            return self._llm.tokenize(data, add_bos=False, special=special)
+
+    def _withdraw(self, gen: Generation) -> bool:
+        with self._lock:
+            if gen in self._pending:
+                self._pending.remove(gen)
+                return True
+            return False
+
+    def _serve(self, llm: llama_cpp.Llama) -> None:
+        while True:
+            with self._lock:
+                self._lock.wait_for(lambda: self._pending or self._closing)
+                if self._closing:
+                    return
+                gen = self._running = self._pending.popleft()
+            started = time.monotonic()
+            try:
+                self._generate(llm, gen, started)
+            except Exception as exc:  # a llama.cpp failure must reach the caller and must not kill the worker
+                logger.exception("llama.cpp failed during a generation")
+                llm.reset()  # the KV cache may no longer match input_ids
+                gen._finish("error", LlmError(f"llama.cpp failed: {exc}"))
+            with self._lock:
+                self._running = None
+                self._service_s = 0.7 * self._service_s + 0.3 * (time.monotonic() - started)
+
+    def _generate(self, llm: llama_cpp.Llama, gen: Generation, started: float) -> None:
+        gen.queue_wait_s = started - gen._submitted
+        if gen._cancel.is_set():
+            gen._finish("cancelled")
+            return
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        text, sent, cut = "", 0, None
+        reason: FinishReason = "length"
+        first = time.monotonic()
+        llama_cpp.llama_perf_context_reset(llm.ctx)
+        tokens = llm.generate(gen.prompt, temp=gen.temperature, reset=True)
+        try:
+            for token in tokens:
+                if gen.first_token_s is None:
+                    first = time.monotonic()
+                    gen.first_token_s = first - started
+                    evaluated = (
+                        llama_cpp.llama_perf_context(llm.ctx).n_p_eval or 1
+                    )  # a 1-token decode may count as n_eval
+                    gen.cached_tokens = max(0, gen.prompt_tokens - evaluated)
+                if gen._cancel.is_set():
+                    reason = "cancelled"
+                    break
+                if llama_cpp.llama_vocab_is_eog(vocab, token):
+                    reason = "stop"
+                    break
+                gen.completion_tokens += 1
+                text += decoder.decode(token_bytes(vocab, token))
+                cut = stop_cut(text, gen.stop)
+                if cut is not None:
+                    text, reason = text[:cut], "stop"
+                    break
+                safe = len(text) - held_back(text, gen.stop)
+                if safe > sent:
+                    gen._emit(text[sent:safe])
+                    sent = safe
+                if gen.completion_tokens >= gen.max_tokens:
+                    break
+                if time.monotonic() - started > self.time_budget_s:
+                    reason = "timeout"
+                    break
+        finally:
+            tokens.close()
+        if cut is None:  # flush a trailing incomplete UTF-8 sequence as U+FFFD
+            text += decoder.decode(b"", final=True)
+        if len(text) > sent:
+            gen._emit(text[sent:])
+        elapsed = time.monotonic() - first
+        gen.tokens_per_s = (gen.completion_tokens - 1) / elapsed if gen.completion_tokens > 1 and elapsed > 0 else 0.0
+        gen._finish(reason)

@@ -1,0 +1,1 @@
+"""SQLite storage for conversations, messages, feedback, curated answers and the sync outbox."""

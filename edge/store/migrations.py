@@ -1,0 +1,115 @@
+"""Ordered, named schema migrations, each applied once and recorded in `_migrations`.
+
+Append new migrations to `MIGRATIONS`; never edit or reorder one that has shipped, because boxes in
+stores already recorded it by name. Each migration and its record commit together, so a failure
+leaves the migration pending rather than half-applied.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+import sqlite_utils
+
+from edge.store.db import connection_lock, transaction
+
+Migration = Callable[[sqlite_utils.Database], None]
+
+
+def m001_initial(db: sqlite_utils.Database) -> None:
+    """Conversations, messages, feedback, curated answers and the sync outbox."""
+    statements = [
+        """CREATE TABLE conversations (
+            id TEXT PRIMARY KEY,
+            user TEXT NOT NULL,
+            name TEXT,
+            inputs TEXT, -- JSON object
+            status TEXT DEFAULT 'normal',
+            introduction TEXT DEFAULT '',
+            created_at INTEGER,
+            updated_at INTEGER,
+            deleted INTEGER DEFAULT 0
+        )""",
+        "CREATE INDEX idx_conversations_user_updated ON conversations (user, updated_at)",
+        """CREATE TABLE messages (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            id TEXT UNIQUE NOT NULL,
+            conversation_id TEXT NOT NULL REFERENCES conversations(id),
+            user TEXT NOT NULL,
+            query TEXT,
+            answer TEXT,
+            status TEXT DEFAULT 'normal',
+            error TEXT,
+            route TEXT,
+            intent TEXT,
+            confidence REAL,
+            latency_ms REAL,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            sources TEXT, -- JSON array
+            created_at INTEGER
+        )""",
+        "CREATE INDEX idx_messages_conversation_seq ON messages (conversation_id, seq)",
+        """CREATE TABLE feedback (
+            message_id TEXT,
+            user TEXT,
+            rating TEXT,
+            content TEXT,
+            created_at INTEGER,
+            updated_at INTEGER,
+            PRIMARY KEY (message_id, user)
+        )""",
+        """CREATE TABLE curated_answers (
+            label TEXT PRIMARY KEY,
+            answer TEXT NOT NULL,
+            source TEXT,
+            updated_at INTEGER
+        )""",
+        """CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL,
+            ref TEXT NOT NULL,
+            payload TEXT, -- JSON
+            status TEXT NOT NULL DEFAULT 'pending',
+            attempts INTEGER DEFAULT 0,
+            last_error TEXT,
+            next_attempt_at REAL DEFAULT 0,
+            created_at REAL,
+            updated_at REAL
+        )""",
+        "CREATE INDEX idx_outbox_status_next ON outbox (status, next_attempt_at)",
+    ]
+    for sql in statements:
+        db.execute(sql)
+
+
+MIGRATIONS: tuple[Migration, ...] = (m001_initial,)
+
+
+def applied(db: sqlite_utils.Database) -> list[str]:
+    """Names of the migrations already applied to `db`, in the order they were applied."""
+    with connection_lock(db):
+        if not db["_migrations"].exists():
+            return []
+        return [row[0] for row in db.execute("SELECT name FROM _migrations ORDER BY rowid").fetchall()]
+
+
+def migrate(db: sqlite_utils.Database, migrations: Sequence[Migration] = MIGRATIONS) -> list[str]:
+    """Apply every pending migration in order; return the names applied by this call."""
+    with transaction(db):
+        db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    done: list[str] = []
+    for migration in migrations:
+        name = migration.__name__
+        with transaction(db):
+            # Checked inside the write transaction: two processes opening a fresh file both get here.
+            if db.execute("SELECT 1 FROM _migrations WHERE name = ?", [name]).fetchone():
+                continue
+            migration(db)
+            db.execute(
+                "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
+                [name, datetime.now(UTC).isoformat(timespec="seconds")],
+            )
+        done.append(name)
+    return done

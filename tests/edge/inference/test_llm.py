@@ -1,0 +1,261 @@
+"""LlmEngine on the real SmolLM2-135M GGUF: one model load per session, short greedy generations."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import llama_cpp
+import pytest
+
+from edge.inference.llm import Generation, InvalidRequest, LlmEngine, LlmError, QueueFull, token_bytes
+from quantize.sources import packaged_smollm2_gguf
+
+QUESTIONS = (
+    "Where is my refund?",
+    "How do I cancel my order?",
+    "What are your opening hours on Sunday?",
+    "Tell me a story about a cat.",
+)
+STORY = "Write a long story about a dragon who runs a shoe shop."
+
+
+def ask(question: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": question}]
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    return packaged_smollm2_gguf()
+
+
+@pytest.fixture(scope="session")
+def engine(model_path: Path) -> Iterator[LlmEngine]:
+    engine = LlmEngine(model_path, n_ctx=1024, max_queue=4)
+    engine.start()
+    yield engine
+    engine.close()
+
+
+def solo(engine: LlmEngine, question: str, max_tokens: int = 16) -> str:
+    return engine.submit(ask(question), max_tokens=max_tokens).result(timeout=60)
+
+
+def test_answer_streams_in_chunks_that_make_up_the_result(engine: LlmEngine, model_path: Path) -> None:
+    gen = engine.submit(ask("Where is my refund?"), max_tokens=24)
+    chunks = list(gen.chunks())
+    assert len(chunks) > 1
+    assert gen.result() == "".join(chunks) != ""
+    assert gen.finish_reason in ("stop", "length")
+    assert gen.prompt_tokens > 5
+    assert 1 < gen.completion_tokens <= 24
+    assert gen.first_token_s is not None and gen.tokens_per_s > 0 and gen.queue_wait_s >= 0
+    assert engine.model_id == model_path.stem == "SmolLM2-135M-Instruct.Q4_1"
+
+
+def test_concurrent_requests_run_whole_one_after_another(engine: LlmEngine) -> None:
+    alone = {question: solo(engine, question) for question in QUESTIONS}
+    barrier = threading.Barrier(len(QUESTIONS))
+    results: dict[str, Generation] = {}
+
+    def client(question: str) -> None:
+        barrier.wait()
+        gen = engine.submit(ask(question), max_tokens=16)
+        "".join(gen.chunks())
+        results[question] = gen
+
+    threads = [threading.Thread(target=client, args=(question,)) for question in QUESTIONS]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert set(results) == set(QUESTIONS)
+    for question, gen in results.items():
+        assert gen.finish_reason in ("stop", "length")
+        assert gen.result() == alone[question], question
+    assert len(set(alone.values())) == len(QUESTIONS)  # the comparison above is not vacuous
+
+
+def test_full_queue_raises_queue_full_with_retry_after(engine: LlmEngine) -> None:
+    accepted: list[Generation] = []
+    with pytest.raises(QueueFull) as caught:
+        for _ in range(50):
+            accepted.append(engine.submit(ask(STORY), max_tokens=32))
+    assert isinstance(caught.value.retry_after, int) and caught.value.retry_after >= 1
+    assert len(accepted) >= engine.max_queue
+    assert engine.max_queue - 1 <= engine.queue_depth() <= engine.max_queue
+    for gen in accepted:
+        gen.cancel()
+    for gen in accepted:
+        gen.result(timeout=60)
+        assert gen.finish_reason in ("cancelled", "length", "stop")
+    assert sum(gen.finish_reason == "cancelled" for gen in accepted) >= engine.max_queue - 1
+    assert engine.queue_depth() == 0
+
+
+def test_cancel_mid_stream_stops_and_frees_the_engine(engine: LlmEngine) -> None:
+    gen = engine.submit(ask(STORY), max_tokens=32)
+    stream = gen.chunks()
+    first = next(stream)
+    gen.cancel()
+    rest = list(stream)
+    assert gen.finish_reason == "cancelled"
+    assert gen.completion_tokens < 32
+    assert gen.result() == first + "".join(rest)
+    after = engine.submit(ask("Where is my refund?"), max_tokens=8)
+    after.result(timeout=60)
+    assert after.finish_reason in ("stop", "length") and after.completion_tokens > 0
+
+
+def test_cancel_while_queued_leaves_the_queue_at_once(engine: LlmEngine) -> None:
+    running = engine.submit(ask(STORY), max_tokens=32)
+    queued = engine.submit(ask("Where is my refund?"), max_tokens=8)
+    queued.cancel()
+    assert queued.done and queued.finish_reason == "cancelled"
+    assert list(queued.chunks()) == [] and queued.completion_tokens == 0
+    running.result(timeout=60)
+    assert running.finish_reason == "length"
+
+
+def test_stop_strings_cut_the_answer_and_are_never_streamed(engine: LlmEngine) -> None:
+    question = "How do I cancel my order?"
+    full = solo(engine, question, max_tokens=24)
+    stop = full.split()[3]
+    gen = engine.submit(ask(question), max_tokens=24, stop=[stop])
+    chunks = list(gen.chunks())
+    assert gen.finish_reason == "stop"
+    assert "".join(chunks) == gen.result() == full[: full.index(stop)]
+    assert not any(stop in chunk for chunk in chunks)
+
+
+def test_second_turn_reuses_the_kv_prefix(engine: LlmEngine) -> None:
+    first = [{"role": "system", "content": "You work at a shoe shop in Leeds."}, *ask("Do you sell boots?")]
+    turn1 = engine.submit(first, max_tokens=12)
+    answer = turn1.result(timeout=60)
+    second = [*first, {"role": "assistant", "content": answer}, *ask("And in size 44?")]
+    turn2 = engine.submit(second, max_tokens=12)
+    turn2.result(timeout=60)
+    assert turn2.prompt_tokens > turn1.prompt_tokens
+    assert turn2.cached_tokens >= turn1.prompt_tokens
+    assert turn2.prompt_tokens - turn2.cached_tokens <= turn2.prompt_tokens - turn1.prompt_tokens
+    other = engine.submit([{"role": "system", "content": "Brief."}, *ask("Hi")], max_tokens=4)
+    other.result(timeout=60)
+    assert other.cached_tokens < 5  # a new conversation shares only the template's first tokens
+
+
+def test_async_iterator_does_not_block_the_event_loop(engine: LlmEngine) -> None:
+    expected = solo(engine, STORY, max_tokens=24)
+
+    async def main() -> tuple[list[str], list[int]]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.001)
+
+        task = asyncio.create_task(ticker())
+        chunks, seen_ticks = [], []
+        async for chunk in engine.submit(ask(STORY), max_tokens=24).achunks():
+            chunks.append(chunk)
+            seen_ticks.append(ticks)
+        task.cancel()
+        return chunks, seen_ticks
+
+    chunks, seen_ticks = asyncio.run(main())
+    assert "".join(chunks) == expected
+    assert len(chunks) > 1 and seen_ticks[-1] > seen_ticks[0]
+
+
+def test_count_tokens_does_not_disturb_a_running_generation(engine: LlmEngine) -> None:
+    expected = solo(engine, STORY, max_tokens=24)
+    gen = engine.submit(ask(STORY), max_tokens=24)
+    counts = [engine.count_tokens("Where is my refund? " * n) for n in range(1, 30)]
+    assert gen.result(timeout=60) == expected
+    assert counts[0] >= 4 and counts == sorted(counts) and counts[-1] > counts[0] * 20
+
+
+def test_bad_requests_are_refused_before_queueing(engine: LlmEngine) -> None:
+    with pytest.raises(InvalidRequest, match="context holds 1024"):
+        engine.submit(ask("refund " * 2000))
+    with pytest.raises(InvalidRequest):
+        engine.submit(ask("hi"), max_tokens=0)
+    assert engine.queue_depth() == 0
+
+
+def test_tiny_time_budget_stops_with_timeout(model_path: Path) -> None:
+    engine = LlmEngine(model_path, n_ctx=256, time_budget_s=1e-6)
+    engine.start()
+    try:
+        gen = engine.submit(ask(STORY), max_tokens=32)
+        chunks = list(gen.chunks())
+        assert gen.finish_reason == "timeout"
+        assert 0 < gen.completion_tokens < 32
+        assert gen.result() == "".join(chunks)
+    finally:
+        engine.close()
+
+
+def test_close_with_queued_work_does_not_hang(model_path: Path) -> None:
+    engine = LlmEngine(model_path, n_ctx=256, max_queue=4)
+    engine.start()
+    gens = [engine.submit(ask(STORY), max_tokens=32) for _ in range(4)]
+    closer = threading.Thread(target=engine.close)
+    closer.start()
+    closer.join(timeout=60)
+    assert not closer.is_alive()
+    for gen in gens:
+        assert gen.done and gen.result() == "".join(gen.chunks())
+    assert [gen.finish_reason for gen in gens[1:]] == ["cancelled"] * 3
+    assert gens[0].finish_reason in ("cancelled", "length")
+    with pytest.raises(LlmError):
+        engine.submit(ask("hi"))
+
+
+class FlakyLlama(llama_cpp.Llama):
+    """A real model whose first generation fails after two tokens, as a decode error would."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.failures = 1
+
+    def generate(self, tokens: Sequence[int], **kwargs: Any) -> Iterator[int]:  # type: ignore[override]
+        for n, token in enumerate(super().generate(tokens, **kwargs)):
+            if n == 2 and self.failures:
+                self.failures -= 1
+                raise RuntimeError("llama_decode returned -3")
+            yield token
+
+
+def test_llama_failure_surfaces_as_llm_error_and_the_worker_survives(model_path: Path) -> None:
+    engine = LlmEngine(model_path, n_ctx=256, llama_factory=FlakyLlama)
+    engine.start()
+    try:
+        gen = engine.submit(ask(STORY), max_tokens=16)
+        received: list[str] = []
+        with pytest.raises(LlmError, match="llama_decode returned -3"):
+            received.extend(gen.chunks())
+        assert gen.finish_reason == "error" and len(received) == 2
+        with pytest.raises(LlmError):
+            gen.result()
+        after = engine.submit(ask(STORY), max_tokens=8)
+        assert after.result(timeout=60) != "" and after.finish_reason == "length"
+    finally:
+        engine.close()
+
+
+def test_token_bytes_keeps_pieces_longer_than_32_bytes(model_path: Path) -> None:
+    vocab_only = llama_cpp.Llama(str(model_path), vocab_only=True, verbose=False)
+    try:
+        vocab = llama_cpp.llama_model_get_vocab(vocab_only.model)
+        lengths = {token: len(token_bytes(vocab, token)) for token in range(vocab_only.n_vocab())}
+        long = [token for token, size in lengths.items() if size > 32]
+        assert long, "SmolLM2 has tokens longer than 32 bytes"
+        assert vocab_only.detokenize(long[:1]) == b""  # what llama-cpp-python's own detokenize returns
+        assert all(token_bytes(vocab, token) == vocab_only.detokenize([token]) for token in range(2, 3000))
+    finally:
+        vocab_only.close()
