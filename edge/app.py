@@ -20,6 +20,7 @@ from edge.assistant.pipeline import Assistant
 from edge.bundle import load_bundle
 from edge.inference.intent import IntentClassifier
 from edge.inference.llm import LlmEngine
+from edge.metrics import Metrics, RequestMetrics
 from edge.settings import Settings
 from edge.store.answers import CuratedAnswers
 from edge.store.conversations import ConversationStore
@@ -87,7 +88,7 @@ def _load(app: FastAPI, settings: Settings) -> dict[str, Any]:
     cache: AnswerCache[str] = AnswerCache(settings.cache_size, settings.cache_ttl_s)
     app.state.llm = llm
     app.state.conversations = conversations
-    app.state.assistant = Assistant(settings, classifier, llm, conversations, curated, cache)
+    app.state.assistant = Assistant(settings, classifier, llm, conversations, curated, cache, app.state.metrics)
     return {"classifier": classifier, "llm": llm, "db": db}
 
 
@@ -114,9 +115,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.started_at = time.time()
     app.state.keyring = KeyRing(settings.app_keys)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+    app.state.metrics = Metrics()
     install_error_handlers(app)
     app.include_router(ops.router)
     app.include_router(openai.router)
     app.include_router(dify.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     return app

@@ -6,7 +6,11 @@ import json
 import logging
 import sys
 import time
+from contextvars import ContextVar
 from typing import Any
+
+REQUEST_ID: ContextVar[str | None] = ContextVar("request_id", default=None)
+CONVERSATION_ID: ContextVar[str | None] = ContextVar("conversation_id", default=None)
 
 _STANDARD = set(vars(logging.makeLogRecord({})))
 
@@ -19,6 +23,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for key, var in (("request_id", REQUEST_ID), ("conversation_id", CONVERSATION_ID)):
+            if var.get() is not None:
+                entry[key] = var.get()
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)

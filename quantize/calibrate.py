@@ -39,7 +39,7 @@ def calibrate_threshold(
     *,
     oos_label: str | None,
     target_oos_recall: float = 0.9,
-    target_coverage: float = 0.97,
+    target_coverage: float = 0.99,
 ) -> dict[str, Any]:
     """Return the threshold, how it was chosen, and what it achieves on the held-out data."""
     has_oos = oos_label is not None and oos_label in gold

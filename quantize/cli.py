@@ -202,7 +202,7 @@ def main(verbose: bool) -> None:
 @click.option(
     "--target-coverage",
     type=click.FloatRange(0, 1),
-    default=0.97,
+    default=0.99,
     show_default=True,
     help="Threshold calibration without them: share of in-scope questions to answer.",
 )

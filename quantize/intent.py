@@ -50,7 +50,7 @@ class IntentOptions:
     min_accuracy: float | None = None
     oos_label: str = "oos"
     target_oos_recall: float = 0.9
-    target_coverage: float = 0.97
+    target_coverage: float = 0.99
     train: TrainConfig = field(default_factory=TrainConfig)
     progress: bool = True
     keep_fp32: Path | None = None  # where to keep the FP32 ONNX baseline (for bench/), if anywhere

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 
 router = APIRouter()
 
@@ -25,3 +26,12 @@ async def readyz(request: Request) -> JSONResponse:
         checks["llm_queue_full"] = llm.queue_depth() >= state.settings.llm_max_queue
     ready = checks["loaded"] and not checks.get("llm_queue_full", False)
     return JSONResponse({"status": "ready" if ready else "not ready", **checks}, status_code=200 if ready else 503)
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    state = request.app.state
+    assistant = getattr(state, "assistant", None)
+    if assistant is not None:
+        state.metrics.refresh(assistant.cache, getattr(state, "llm", None))
+    return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -24,6 +24,8 @@ from edge.assistant.policy import Decision, Route, decide
 from edge.assistant.prompts import build_messages
 from edge.inference.intent import IntentClassifier, IntentPrediction
 from edge.inference.llm import Generation, LlmEngine, QueueFull
+from edge.logs import CONVERSATION_ID
+from edge.metrics import Metrics
 from edge.settings import Settings
 from edge.store import errors as store_errors
 from edge.store.answers import CuratedAnswers
@@ -78,6 +80,7 @@ class Assistant:
         conversations: ConversationStore,
         curated: CuratedAnswers,
         cache: AnswerCache[str],
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.classifier = classifier
@@ -85,6 +88,7 @@ class Assistant:
         self.conversations = conversations
         self.curated = curated
         self.cache = cache
+        self.metrics = metrics
         self.tasks: dict[str, tuple[str, Generation]] = {}
 
     def clean_query(self, query: str) -> str:
@@ -115,6 +119,7 @@ class Assistant:
     ) -> Prepared:
         """Route the question; start the LLM if needed. Raises ApiError before anything is sent."""
         conversation = await self._conversation(conversation_id, user, inputs)
+        CONVERSATION_ID.set(conversation)
         cached = self.cache.get(query)
         if cached is not None:
             return Prepared(conversation, Decision(Route.CACHE, answer=cached), None)
@@ -207,6 +212,8 @@ class Assistant:
             error=error,
             message_id=message_id,
         )
+        if self.metrics is not None:
+            self.metrics.observe_answer(route.value, prediction.label if prediction else None, latency, generation)
         log.info(
             "answered",
             extra={"conversation_id": prepared.conversation_id, "route": route.value, "latency_ms": latency * 1000},

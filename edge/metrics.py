@@ -1,0 +1,116 @@
+"""Prometheus metrics of one app instance (its own registry: two apps in a process never mix)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from edge.logs import REQUEST_ID
+
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Histogram(
+            "kiosk_http_request_seconds",
+            "HTTP request latency by route template.",
+            ["method", "route", "status"],
+            registry=self.registry,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.answers = Counter(
+            "kiosk_answers_total", "Answers by route taken and intent.", ["route", "intent"], registry=self.registry
+        )
+        self.answer_seconds = Histogram(
+            "kiosk_answer_seconds",
+            "Time to a full answer by route.",
+            ["route"],
+            registry=self.registry,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.cache_hits = Gauge("kiosk_cache_hits", "Hot-answer cache hits since start.", registry=self.registry)
+        self.cache_misses = Gauge("kiosk_cache_misses", "Hot-answer cache misses since start.", registry=self.registry)
+        self.cache_hit_ratio = Gauge("kiosk_cache_hit_ratio", "Hot-answer cache hit ratio.", registry=self.registry)
+        self.llm_queue_depth = Gauge("kiosk_llm_queue_depth", "LLM requests waiting.", registry=self.registry)
+        self.llm_queue_wait = Histogram(
+            "kiosk_llm_queue_wait_seconds",
+            "Time an LLM request waited in the queue.",
+            registry=self.registry,
+            buckets=LATENCY_BUCKETS,
+        )
+        self.llm_tokens_per_second = Histogram(
+            "kiosk_llm_tokens_per_second",
+            "Generation speed per LLM answer.",
+            registry=self.registry,
+            buckets=(5, 10, 20, 40, 60, 80, 100, 120, 150, 200, 300),
+        )
+        self.llm_first_token = Histogram(
+            "kiosk_llm_first_token_seconds",
+            "Time to the first generated token.",
+            registry=self.registry,
+            buckets=LATENCY_BUCKETS,
+        )
+
+    def observe_answer(self, route: str, intent: str | None, seconds: float, generation: Any | None) -> None:
+        self.answers.labels(route=route, intent=intent or "none").inc()
+        self.answer_seconds.labels(route=route).observe(seconds)
+        if generation is not None:
+            if generation.queue_wait_s is not None:
+                self.llm_queue_wait.observe(generation.queue_wait_s)
+            if generation.tokens_per_s:
+                self.llm_tokens_per_second.observe(generation.tokens_per_s)
+            if generation.first_token_s is not None:
+                self.llm_first_token.observe(generation.first_token_s)
+
+    def refresh(self, cache: Any, llm: Any | None) -> None:
+        """Gauges read at scrape time."""
+        self.cache_hits.set(cache.hits)
+        self.cache_misses.set(cache.misses)
+        total = cache.hits + cache.misses
+        self.cache_hit_ratio.set(cache.hits / total if total else 0.0)
+        if llm is not None:
+            self.llm_queue_depth.set(llm.queue_depth())
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class RequestMetrics:
+    """Times each request by its route template and tags it with a request id (also sent back as a header)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")[:64]
+        request_id = request_id or uuid.uuid4().hex
+        token = REQUEST_ID.set(request_id)
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            self.metrics.requests.labels(method=scope["method"], route=template, status=str(status)).observe(
+                time.perf_counter() - started
+            )
+            REQUEST_ID.reset(token)
