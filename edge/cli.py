@@ -14,15 +14,24 @@ from edge.settings import Settings
 
 
 def _settings(**overrides: object) -> Settings:
+    """Settings from KIOSK_* env vars, the optional --env-file, then command-line overrides."""
+    context = click.get_current_context(silent=True)
+    env_file = context.find_root().params.get("env_file") if context else None
     try:
-        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+        return Settings(_env_file=env_file, **{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         click.echo(f"error: invalid settings:\n{exc}", err=True)
         sys.exit(1)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+@click.option(
+    "--env-file",
+    type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    default=None,
+    help="A file of KIOSK_*=value lines (environment variables win over it).",
+)
+def main(env_file: Path | None) -> None:
     """kiosk-edge runtime: the store box's assistant. Settings come from KIOSK_* env vars."""
 
 

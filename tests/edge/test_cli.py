@@ -52,3 +52,31 @@ def test_config_prints_effective_settings(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("KIOSK_INTENT_THREADS", "zero")
     result = CliRunner().invoke(main, ["config"])
     assert result.exit_code == 1 and "intent_threads" in result.output
+
+
+def test_env_file_is_read_and_env_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env_file = tmp_path / "kiosk.env"
+    env_file.write_text("KIOSK_INTENT_THREADS=3\nKIOSK_APP_NAME=Shop 7\n")
+    monkeypatch.setenv("KIOSK_APP_NAME", "Shop 9")
+    result = CliRunner().invoke(main, ["--env-file", str(env_file), "config"])
+    settings = json.loads(result.output)
+    assert settings["intent_threads"] == 3 and settings["app_name"] == "Shop 9"
+
+
+def test_config_redacts_app_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KIOSK_APP_KEYS", '["app-very-secret-key-123"]')
+    result = CliRunner().invoke(main, ["config"])
+    assert result.exit_code == 0 and "very-secret" not in result.output and "**********" in result.output
+
+
+def test_placeholder_keys_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KIOSK_APP_KEYS", '["change-me-before-deploying"]')
+    result = CliRunner().invoke(main, ["config"])
+    assert result.exit_code == 1 and "placeholder" in result.output
+
+
+def test_every_setting_is_described() -> None:
+    from edge.settings import Settings
+
+    undocumented = [name for name, field in Settings.model_fields.items() if not field.description]
+    assert undocumented == []
