@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -20,6 +21,8 @@ from edge.store import errors as store_errors
 
 router = APIRouter(prefix="/v1")
 PING_INTERVAL_S = 10.0
+# Curated answers are the box's one knowledge "dataset"; each label is a document of one segment.
+CURATED_DATASET = uuid.uuid5(uuid.NAMESPACE_URL, "kiosk-edge:curated-answers")
 
 
 class DifyModel(BaseModel):
@@ -35,8 +38,25 @@ def _uuid_or_none(value: str | None, name: str) -> str | None:
         raise ValueError(f"{name} is not a valid UUID") from None
 
 
+def _storable(value: Any, name: str) -> Any:
+    """Refuse what the conversation store cannot keep: a lone surrogate (`\\ud800` in JSON) is no UTF-8."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{name} contains a lone surrogate, which is not valid UTF-8") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _storable(key, name)
+            _storable(item, name)
+    elif isinstance(value, list):
+        for item in value:
+            _storable(item, name)
+    return value
+
+
 class ChatRequest(DifyModel):
-    query: str
+    query: str  # surrogates and junk are cleaned from the question, not refused
     inputs: dict[str, Any] = Field(default_factory=dict)
     response_mode: Literal["streaming", "blocking"] | None = "blocking"
     user: str = Field(min_length=1, max_length=255)
@@ -49,6 +69,11 @@ class ChatRequest(DifyModel):
     def _inputs_default(cls, value: Any) -> Any:
         return {} if value is None else value
 
+    @field_validator("inputs")
+    @classmethod
+    def _inputs_storable(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _storable(value, "inputs")
+
     @field_validator("conversation_id")
     @classmethod
     def _conversation_uuid(cls, value: str | None) -> str | None:
@@ -60,13 +85,18 @@ class UserBody(DifyModel):
 
 
 class RenameBody(UserBody):
-    name: str | None = None
+    name: str | None = Field(default=None, max_length=255)  # Dify's conversation name is a varchar(255)
     auto_generate: bool = False
 
 
 class FeedbackBody(UserBody):
     rating: Literal["like", "dislike"] | None = None
     content: str | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _content_storable(cls, value: str | None) -> str | None:
+        return _storable(value, "content")
 
 
 def _store_call(func: Any, *args: Any) -> Any:
@@ -95,35 +125,40 @@ def _usage(finished: Finished) -> dict[str, Any]:
     }
 
 
-def _resources(finished: Finished, message_id: str) -> list[dict[str, Any]]:
-    return [
-        {
-            "id": f"{message_id}-{position}",
-            "message_id": message_id,
-            "position": position,
-            "dataset_id": "local-curated",
-            "dataset_name": "Curated answers",
-            "document_id": source["label"],
-            "document_name": source["label"],
-            "data_source_type": "curated",
-            "segment_id": source["label"],
-            "score": None,
-            "hit_count": None,
-            "word_count": len(source["content"].split()),
-            "segment_position": position,
-            "index_node_hash": None,
-            "content": source["content"],
-            "summary": None,
-            "created_at": None,
-        }
-        for position, source in enumerate(finished.sources, start=1)
-    ]
+def _resources(sources: list[dict[str, Any]], message_id: str, created_at: int) -> list[dict[str, Any]]:
+    """Dify's RetrieverResource for each curated source: uuids, numbers and strings where Dify has them."""
+    resources = []
+    for position, source in enumerate(sources, start=1):
+        document = uuid.uuid5(CURATED_DATASET, source["label"])
+        resources.append(
+            {
+                "id": str(uuid.uuid5(uuid.UUID(message_id), str(position))),
+                "message_id": message_id,
+                "position": position,
+                "dataset_id": str(CURATED_DATASET),
+                "dataset_name": "Curated answers",
+                "document_id": str(document),
+                "document_name": source["label"],
+                "data_source_type": "curated",
+                "segment_id": str(uuid.uuid5(document, "segment")),
+                # no per-source score is kept yet; a curated text counts as a full match
+                "score": float(source.get("score", 1.0)),
+                "hit_count": 0,
+                "word_count": len(source["content"].split()),
+                "segment_position": 1,
+                "index_node_hash": hashlib.sha256(source["content"].encode("utf-8")).hexdigest(),
+                "content": source["content"],
+                "summary": None,
+                "created_at": created_at,
+            }
+        )
+    return resources
 
 
-def _metadata(finished: Finished, message_id: str) -> dict[str, Any]:
+def _metadata(finished: Finished, started: Started) -> dict[str, Any]:
     return {
         "usage": _usage(finished),
-        "retriever_resources": _resources(finished, message_id),
+        "retriever_resources": _resources(finished.sources, started.message_id, started.created_at),
         "route": finished.route.value,
         "intent": finished.message.get("intent"),
         "confidence": finished.message.get("confidence"),
@@ -161,7 +196,7 @@ async def chat_messages(body: ChatRequest, _: AppKey, assistant: AssistantDep, r
                     "conversation_id": started.conversation_id,
                     "mode": "chat",
                     "answer": "".join(answer),
-                    "metadata": _metadata(event, started.message_id),
+                    "metadata": _metadata(event, started),
                     "created_at": started.created_at,
                 }
             )
@@ -193,7 +228,7 @@ async def _stream(events: AsyncIterator[Started | Delta | Finished]) -> AsyncIte
                         {
                             "event": "message_end",
                             **common,
-                            "metadata": _metadata(event, started.message_id),
+                            "metadata": _metadata(event, started),
                             "files": None,
                         }
                     )
@@ -261,7 +296,18 @@ async def messages(
     conversation = _uuid_or_404(conversation_id, "Conversation Not Exists.")
     first = _uuid_or_404(first_id, "First Message Not Exists.")
     rows, has_more = await run_in_threadpool(_store_call, store.messages, conversation, user, first, limit)
-    return {"limit": limit, "has_more": has_more, "data": rows}
+    return {"limit": limit, "has_more": has_more, "data": [_message_item(row) for row in rows]}
+
+
+def _message_item(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored turn as Dify's MessageListItem: its sources as the same RetrieverResources the answer carried."""
+    return {
+        **row,
+        "retriever_resources": _resources(row["retriever_resources"], row["id"], row["created_at"]),
+        "extra_contents": [],
+        "total_price": "0",
+        "currency": "USD",
+    }
 
 
 @router.delete("/conversations/{conversation_id}", status_code=204)
@@ -306,7 +352,7 @@ async def parameters(_: AppKey, settings: SettingsDep) -> dict[str, Any]:
         "more_like_this": {"enabled": False},
         "sensitive_word_avoidance": {"enabled": False, "type": "", "configs": []},
         "user_input_form": [],
-        "file_upload": {"image": {"enabled": False, "number_limits": 0, "transfer_methods": []}},
+        "file_upload": {"image": {"enabled": False, "number_limits": 0, "detail": "high", "transfer_methods": []}},
         "system_parameters": {
             "file_size_limit": 0,
             "image_file_size_limit": 0,

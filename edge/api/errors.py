@@ -65,14 +65,18 @@ def is_openai(request: Request) -> bool:
     return request.url.path.startswith(OPENAI_PATHS)  # exact routes: /v1/chat-messages is Dify
 
 
+def _printable(text: str | None) -> str | None:
+    """Lone surrogates (from `\\ud800` in a client's JSON) cannot be encoded: they would turn any error into a 500."""
+    return None if text is None else text.encode("utf-8", "replace").decode("utf-8")
+
+
 def envelope(error: ApiError, openai: bool) -> dict[str, Any]:
+    message, param = _printable(error.message), _printable(error.param)
     if openai:
-        return {
-            "error": {"message": error.message, "type": error.openai_type, "param": error.param, "code": error.code}
-        }
-    body: dict[str, Any] = {"code": error.code, "message": error.message, "status": error.status}
-    if error.param:
-        body["params"] = error.param
+        return {"error": {"message": message, "type": error.openai_type, "param": param, "code": error.code}}
+    body: dict[str, Any] = {"code": error.code, "message": message, "status": error.status}
+    if param:
+        body["params"] = param
     return body
 
 
@@ -82,9 +86,9 @@ def error_response(request: Request, error: ApiError) -> JSONResponse:
 
 def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     first = exc.errors()[0] if exc.errors() else {}
-    location = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
+    location = [str(part) for part in first.get("loc", ())][1:]  # drop "body"/"query"/"path", keep a field `query`
     param = ".".join(location) or None
-    if first.get("type") == "json_invalid":
+    if first.get("type") == "json_invalid" or (first.get("type") == "missing" and param is None):
         return "Invalid JSON payload received or JSON payload is empty.", None
     if first.get("type") == "missing":
         return f"{param} is required", param
@@ -106,6 +110,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         by_status: dict[int, type[ApiError]] = {
+            400: InvalidParam,  # FastAPI's "There was an error parsing the body": bad UTF-8, too deep, too long an int
             404: NotFound,
             405: InvalidParam,
             413: PayloadTooLarge,
