@@ -1,6 +1,6 @@
 """The assistant server under load, started as a separate process exactly as a box runs it (`edge serve`).
 
-Run: `.venv/bin/python bench/serve.py [--requests N] [--bundle DIR]` (about two minutes on 2 cores).
+Run: `.venv/bin/python bench/serve.py [--requests N] [--bundle DIR]` (one to two minutes on 2 cores).
 
 Prints one table per figure family, each with its target and a baseline measured in the same run:
 
@@ -19,7 +19,7 @@ Prints one table per figure family, each with its target and a baseline measured
    fresh process loading only the GGUF with raw llama-cpp-python.
 
 The load generator for (1) is a minimal keep-alive HTTP/1.1 client on asyncio streams, not httpx:
-it shares the 2 cores with the server, and httpx costs several times more CPU per request. Its CPU
+it shares the 2 cores with the server, and httpx does much more work per request (models, hooks, h11). Its CPU
 and the server's are both reported per request. Every loop is bounded in count and time.
 """
 
@@ -190,6 +190,10 @@ class Server:
 
     def rss_mb(self) -> float:
         return proc_status_mb(self.pid, "VmRSS")
+
+    def rss_split(self) -> str:
+        """Where the resident memory is: anonymous (heap, KV cache) vs file-backed (the mmapped GGUF, libraries)."""
+        return f"anon {proc_status_mb(self.pid, 'RssAnon'):.0f} + file {proc_status_mb(self.pid, 'RssFile'):.0f}"
 
     def peak_rss_mb(self) -> float:
         return proc_status_mb(self.pid, "VmHWM")
@@ -362,7 +366,7 @@ class HttpProtocolError(Exception):
 class KeepAliveConnection:
     """Just enough HTTP/1.1 for fixed-length JSON answers over one keep-alive connection.
 
-    A tenth of httpx's CPU per request: the load generator shares the cores with the server.
+    Far less work per request than httpx: the load generator shares the 2 cores with the server.
     """
 
     def __init__(self, port: int, headers: dict[str, str]) -> None:
@@ -454,7 +458,8 @@ async def drive(
                 method, path, body = requests[index]
                 sent = time.perf_counter()
                 try:
-                    status, payload = await asyncio.wait_for(connection.request(method, path, body), timeout_s)
+                    async with asyncio.timeout(timeout_s):
+                        status, payload = await connection.request(method, path, body)
                 except (OSError, TimeoutError, asyncio.IncompleteReadError, HttpProtocolError, ValueError) as exc:
                     run.errors[type(exc).__name__] += 1
                     await connection.close()
@@ -854,13 +859,24 @@ def figure_turns(server: Server, model: str, llm_questions: Sequence[str], conve
                 int(np.median([r.prompt_tokens or 0 for r in at_turn])),
                 int(np.median([r.tokens for r in at_turn])),
                 " ".join(f"{k} {v}" for k, v in routes.items()),
+                sum(1 for r in at_turn if r.tokens >= ANSWER_TOKENS),
                 sum(1 for r in at_turn if r.error or r.finish_reason is None),
             )
         )
     growth = ratio(ttft_by_turn[-1], ttft_by_turn[0])
     print_table(
         f"4. TTFT by turn, {conversations} conversations of {turns} turns (target turn {turns} <= 1.3x turn 1)",
-        ("turn", "TTFT median ms", "min", "max", "prompt tokens", "answer chunks", "routes", "errors"),
+        (
+            "turn",
+            "TTFT median ms",
+            "min",
+            "max",
+            "prompt tokens",
+            "answer chunks",
+            "routes",
+            f"answers cut at {ANSWER_TOKENS} tokens",
+            "errors",
+        ),
         rows,
         (
             f"turn {turns} / turn 1: {fmt(growth)}x — target met: {verdict(growth is not None and growth <= 1.3)}",
@@ -911,28 +927,31 @@ def warm_up(server: Server, mix: QueryMix, model: str | None) -> None:
         asyncio.run(sequential_streams(server, model, ["Hello!"], 8))
 
 
-def figure_memory(server: Server, rss: dict[str, float], raw_ready_s: float, raw_rss: float, bundle: Path) -> None:
+def figure_memory(
+    server: Server, rss: dict[str, tuple[float, str]], raw_ready_s: float, raw_rss: float, bundle: Path
+) -> None:
     peak = server.peak_rss_mb()
     logged = server.logged_ready_s()
     rss_rows = [
-        (f"RSS {stage}, MB", value, raw_rss, ratio(value, raw_rss), "<= 350", verdict(value <= 350))
-        for stage, value in rss.items()
+        (f"RSS {stage}, MB", value, split, raw_rss, ratio(value, raw_rss), "<= 350", verdict(value <= 350))
+        for stage, (value, split) in rss.items()
     ]
     print_table(
         f"5. Server memory and start-up, bundle {bundle.name} (targets RSS <= 350 MB, ready <= 3 s)",
-        ("figure", "ours", "raw llama-cpp-python, GGUF only", "ours / raw", "target", "met"),
+        ("figure", "ours", "ours: where (MB)", "raw llama-cpp-python, GGUF only", "ours / raw", "target", "met"),
         [
             *rss_rows,
-            ("peak RSS (VmHWM), MB", peak, None, None, "<= 350", verdict(peak <= 350)),
+            ("peak RSS (VmHWM), MB", peak, None, None, None, "<= 350", verdict(peak <= 350)),
             (
                 "process start to ready, s",
                 server.seconds_to_ready,
+                None,
                 raw_ready_s,
                 ratio(server.seconds_to_ready, raw_ready_s),
                 "<= 3",
                 verdict(server.seconds_to_ready <= 3),
             ),
-            ("  of which lifespan (server log), s", logged, None, None, None, None),
+            ("  of which lifespan (server log), s", logged, None, None, None, None, None),
         ],
         (
             "ours: `python -m edge serve` spawned to the first `GET /readyz` 200 (polled every 10 ms); "
@@ -945,8 +964,8 @@ def figure_memory(server: Server, rss: dict[str, float], raw_ready_s: float, raw
 # --- main -----------------------------------------------------------------------------------------
 
 
-def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)  # unwinds through `running_server`, which stops the server
+def _interrupt_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # handled as Ctrl-C: unwinds through `running_server`, which stops the server
 
 
 def main() -> None:
@@ -963,7 +982,15 @@ def main() -> None:
     args = parser.parse_args()
     if args.requests < 3 or not 1 <= args.prompts <= len(SHORT_PROMPTS):
         parser.error(f"--requests must be >= 3 and --prompts between 1 and {len(SHORT_PROMPTS)}")
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+    try:
+        run(args)
+    except KeyboardInterrupt:
+        print("\ninterrupted: the server process was stopped", file=sys.stderr)
+        sys.exit(130)
+
+
+def run(args: argparse.Namespace) -> None:
     bundle = args.bundle.resolve()
     started = time.perf_counter()
     print(f"kiosk-edge server bench: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
@@ -980,16 +1007,16 @@ def main() -> None:
         print(f"server pid {server.pid} ready in {server.seconds_to_ready:.2f} s on {server.url}")
         model = plain_model_id(server)
         warm_up(server, mix, model)
-        rss = {"after warm-up": server.rss_mb()}
+        rss = {"after warm-up": (server.rss_mb(), server.rss_split())}
         figure_curated(server, mix, args.concurrency, args.time_limit)
-        rss["after the curated load"] = server.rss_mb()
+        rss["after the curated load"] = (server.rss_mb(), server.rss_split())
         if model is not None:
             figure_llm(server, model, gguf, args.llm_threads, SHORT_PROMPTS[: args.prompts], args.gen_tokens)
             figure_concurrent(server, model, SHORT_PROMPTS[:4], args.gen_tokens)
             figure_turns(server, model, mix.llm_questions, args.conversations, turns=5)
         else:
             print("\nno LLM in the bundle: figures 2-4 skipped")
-        rss["at the end (after the LLM figures)"] = server.rss_mb()
+        rss["at the end (after the LLM figures)"] = (server.rss_mb(), server.rss_split())
         figure_memory(server, rss, raw_ready_s, raw_rss, bundle)
         problems = server.log_problems()
         print(f"\nserver log: {len(problems)} warning/error lines" + "".join(f"\n  {p}" for p in problems[:10]))
