@@ -90,6 +90,14 @@ class Assistant:
         self.cache = cache
         self.metrics = metrics
         self.tasks: dict[str, tuple[str, Generation]] = {}
+        self._curated: dict[str, str] = curated.all()
+
+    def curated_answers(self) -> dict[str, str]:
+        """Curated answers held in memory; `reload_curated` after the sync agent changes them."""
+        return self._curated
+
+    def reload_curated(self) -> None:
+        self._curated = self.curated.all()
 
     def clean_query(self, query: str) -> str:
         cleaned = normalise(query.replace("\x00", ""))
@@ -123,9 +131,8 @@ class Assistant:
         cached = self.cache.get(query)
         if cached is not None:
             return Prepared(conversation, Decision(Route.CACHE, answer=cached), None)
-        (prediction,) = await run_in_threadpool(self.classifier.predict, [query])
-        curated = await run_in_threadpool(self.curated.all)
-        decision = decide(prediction, curated, self.settings.store_variables, self.settings.llm_floor)
+        prediction = await asyncio.wrap_future(self.classifier.submit(query))
+        decision = decide(prediction, self.curated_answers(), self.settings.store_variables, self.settings.llm_floor)
         if decision.route is Route.CURATED and decision.answer is not None:
             self.cache.put(query, decision.answer)
         prepared = Prepared(conversation, decision, prediction)

@@ -20,16 +20,20 @@ def build_messages(
     history: list[tuple[str, str]],
     query: str,
 ) -> list[dict[str, str]]:
+    """Stable parts first (system prompt, store facts, past turns), the per-question grounding last.
+
+    llama.cpp reuses the KV cache only for an identical prefix; grounding in the system message
+    changed it on every turn whose likely intents differed, so every turn re-read the whole history.
+    """
     facts = "\n".join(f"- {name}: {value}" for name, value in variables.items())
-    knowledge = "\n".join(f"- ({label}) {text}" for label, text in grounding)
-    system = system_prompt
-    if facts:
-        system += f"\n\nStore information:\n{facts}"
-    if knowledge:
-        system += f"\n\nRelevant answers from the store's knowledge:\n{knowledge}"
+    system = system_prompt + (f"\n\nStore information:\n{facts}" if facts else "")
     messages = [{"role": "system", "content": system}]
     for past_query, past_answer in history:
         messages.append({"role": "user", "content": defuse(past_query)})
         messages.append({"role": "assistant", "content": defuse(past_answer)})
-    messages.append({"role": "user", "content": defuse(query)})
+    question = defuse(query)
+    if grounding:
+        knowledge = "\n".join(f"- {text}" for _, text in grounding)
+        question = f"Relevant answers from the store's knowledge:\n{knowledge}\n\nCustomer question: {question}"
+    messages.append({"role": "user", "content": question})
     return messages

@@ -8,7 +8,7 @@ was asking; concurrent batch-1 runs on a small thread pool use the cores instead
 from __future__ import annotations
 
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,6 +139,17 @@ class IntentClassifier:
         top = tuple((labels[int(i)], float(probabilities[int(i)])) for i in order[: self._top_k])
         out_of_scope = confidence < self.config.threshold or label == self.config.oos_label
         return IntentPrediction(label=label, confidence=confidence, top_k=top, out_of_scope=out_of_scope)
+
+    def submit(self, text: str) -> Future[IntentPrediction]:
+        """Classify one text on the worker pool: at most `workers` ONNX runs at once, whoever calls."""
+        if self._pool is None:
+            future: Future[IntentPrediction] = Future()
+            try:
+                future.set_result(self._predict_one(text))
+            except Exception as exc:  # hand any failure to the awaiting caller
+                future.set_exception(exc)
+            return future
+        return self._pool.submit(self._predict_one, text)
 
     def predict(self, texts: Sequence[str]) -> list[IntentPrediction]:
         """Classify each text on its own; the result for a text never depends on the others."""
