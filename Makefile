@@ -44,6 +44,7 @@ lint: $(STAMP)
 bench: bundle
 	$(BIN)/python bench/intent.py --bundle $(BUNDLE)
 	$(BIN)/python bench/llm_quant.py
+	$(BIN)/python bench/serve.py --bundle $(BUNDLE)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

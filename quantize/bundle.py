@@ -20,6 +20,26 @@ from typing import Any
 from edge.bundle import COMPONENT_NAME, FORMAT_VERSION, MANIFEST_NAME, file_entry
 
 
+class NotPublished(Exception):
+    """A gate refused the build: nothing was published, the report was kept in `report_dir`."""
+
+    def __init__(self, reason: str, report_dir: Path) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.report_dir = report_dir
+
+
+def keep_rejected_reports(staging: Path, target: Path, names: tuple[str, ...] = ("report.json", "report.md")) -> Path:
+    """Copy only the reports of a refused build to `<target>.rejected/`, for the operator to read."""
+    rejected = target.with_name(target.name + ".rejected")
+    if rejected.exists():
+        shutil.rmtree(rejected)
+    rejected.mkdir(parents=True)
+    for name in names:
+        shutil.copyfile(staging / name, rejected / name)
+    return rejected
+
+
 def now_iso() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat()
 

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import click
 
 from edge.bundle import BundleError
+from quantize.bundle import NotPublished
 from quantize.data import DataError
 from quantize.export import ExportError
 from quantize.llm.architectures import UnsupportedModel
@@ -47,7 +48,6 @@ def _friendly_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from quantize.embedder import FidelityError
         from quantize.intent import GateFailed
-        from quantize.llm.pipeline import NoVariantFits
 
         try:
             return func(*args, **kwargs)
@@ -55,12 +55,12 @@ def _friendly_errors(func: F) -> F:
             click.echo(f"gate failed, nothing published: {exc.reason}", err=True)
             click.echo(f"the report is in {exc.report_dir}", err=True)
             sys.exit(EXIT_GATE)
-        except FidelityError as exc:
-            click.echo(f"gate failed, nothing published: {exc}", err=True)
-            sys.exit(EXIT_GATE)
-        except NoVariantFits as exc:
+        except NotPublished as exc:
             click.echo(f"nothing published: {exc.reason}", err=True)
             click.echo(f"the report is in {exc.report_dir}", err=True)
+            sys.exit(EXIT_GATE)
+        except FidelityError as exc:
+            click.echo(f"gate failed, nothing published: {exc}", err=True)
             sys.exit(EXIT_GATE)
         except (DataError, SourceError, ExportError, BundleError, *LLM_ERRORS) as exc:
             click.echo(f"error: {exc}", err=True)

@@ -13,7 +13,7 @@ from typing import Any
 from edge.bundle import sha256_file
 from edge.inference.intent import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, IntentClassifier, IntentConfig
 from quantize import evaluate
-from quantize.bundle import publish, staging_dir, write_component, write_json
+from quantize.bundle import NotPublished, keep_rejected_reports, publish, staging_dir, write_component, write_json
 from quantize.calibrate import calibrate_threshold
 from quantize.data import CleaningReport, DataError, Example, check_label_counts, fingerprint, load_examples
 from quantize.export import export_onnx, quantization_record, quantize_int8
@@ -27,13 +27,8 @@ REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 
 
-class GateFailed(Exception):
+class GateFailed(NotPublished):
     """The INT8 model is not good enough to publish; the report says why."""
-
-    def __init__(self, reason: str, report_dir: Path) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.report_dir = report_dir
 
 
 @dataclass(frozen=True)
@@ -215,13 +210,7 @@ def build_intent(options: IntentOptions) -> dict[str, Any]:
             options.keep_fp32.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(fp32_file, options.keep_fp32)
         if not passed:
-            rejected = options.out.with_name(options.out.name + ".rejected")
-            if rejected.exists():
-                shutil.rmtree(rejected)
-            rejected.mkdir(parents=True)
-            for name in (REPORT_JSON, REPORT_MD):
-                shutil.copyfile(staging / name, rejected / name)
-            raise GateFailed(reason, rejected)
+            raise GateFailed(reason, keep_rejected_reports(staging, options.out))
         write_component(
             staging,
             "intent",

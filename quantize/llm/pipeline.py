@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from quantize.bundle import publish, staging_dir, write_component, write_json
+from quantize.bundle import NotPublished, keep_rejected_reports, publish, staging_dir, write_component, write_json
 from quantize.llm.convert import convert_checkpoint
 from quantize.llm.import_gguf import IMPORT_RECORD
 from quantize.llm.measure import MeasureError, MeasureSpec, measure_variant
@@ -28,13 +28,8 @@ CONFIG_FILE = "llm.json"
 REFERENCE = "F16"
 
 
-class NoVariantFits(Exception):
+class NoVariantFits(NotPublished):
     """No variant meets the budget; nothing was published."""
-
-    def __init__(self, reason: str, report_dir: Path) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.report_dir = report_dir
 
 
 @dataclass(frozen=True)
@@ -136,11 +131,7 @@ def build_llm(options: LlmOptions, on_row: Callable[[str, dict[str, Any]], None]
         write_json(staging / "report.json", report)
         (staging / "report.md").write_text(render_llm_report(report), encoding="utf-8")
         if verdict.chosen is None:
-            rejected = options.out.with_name(options.out.name + ".rejected")
-            shutil.rmtree(rejected, ignore_errors=True)
-            rejected.mkdir(parents=True)
-            for name in ("report.json", "report.md"):
-                shutil.copyfile(staging / name, rejected / name)
+            rejected = keep_rejected_reports(staging, options.out)
             raise NoVariantFits(
                 "no variant fits the budget: " + "; ".join(f"{k}: {v}" for k, v in verdict.reasons.items()), rejected
             )
