@@ -17,7 +17,7 @@ from edge.api.auth import KeyRing, RateLimiter
 from edge.api.errors import OPENAI_PATHS, PayloadTooLarge, envelope, install_error_handlers
 from edge.assistant.cache import AnswerCache
 from edge.assistant.pipeline import Assistant
-from edge.bundle import load_bundle
+from edge.bundle import Bundle, load_bundle
 from edge.inference.intent import IntentClassifier
 from edge.inference.llm import LlmEngine
 from edge.metrics import Metrics, RequestMetrics
@@ -63,9 +63,10 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-def _load(app: FastAPI, settings: Settings) -> dict[str, Any]:
+def _load(app: FastAPI, settings: Settings, bundle: Bundle | None) -> dict[str, Any]:
     """Open everything the assistant needs; returns what must be closed at shutdown."""
-    bundle = load_bundle(settings.bundle_dir, verify=settings.verify_bundle)
+    if bundle is None:
+        bundle = load_bundle(settings.bundle_dir, verify=settings.verify_bundle)
     classifier = IntentClassifier.from_component(
         bundle.component("intent"), threads=settings.intent_threads, workers=settings.intent_workers
     )
@@ -92,11 +93,14 @@ def _load(app: FastAPI, settings: Settings) -> dict[str, Any]:
     return {"classifier": classifier, "llm": llm, "db": db}
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, bundle: Bundle | None = None) -> FastAPI:
+    """`bundle`: one the caller already loaded and verified (`edge serve` does, to fail with a clear
+    message before uvicorn starts), so start-up does not hash every file a second time."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         started = time.perf_counter()
-        resources = _load(app, settings)
+        resources = _load(app, settings, bundle)
         app.state.ready = True
         app.state.log.info("ready", extra={"seconds_to_ready": round(time.perf_counter() - started, 3)})
         try:

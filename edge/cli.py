@@ -56,13 +56,13 @@ def serve(host: str | None, port: int | None) -> None:
         click.echo("error: no app keys configured: set KIOSK_APP_KEYS='[\"<a secret of 12+ characters>\"]'", err=True)
         sys.exit(1)
     try:
-        load_bundle(settings.bundle_dir, verify=settings.verify_bundle)
+        bundle = load_bundle(settings.bundle_dir, verify=settings.verify_bundle)
     except BundleError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     configure_logging()
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, bundle),
         host=settings.host,
         port=settings.port,
         log_config=None,

@@ -17,7 +17,6 @@ from edge.api.deps import AppKey, AssistantDep, ConversationsDep, SettingsDep
 from edge.api.errors import ApiError, InvalidParam, NotFound
 from edge.api.sse import PING, data_line, with_pings
 from edge.assistant.pipeline import Delta, Finished, Started
-from edge.store import errors as store_errors
 
 router = APIRouter(prefix="/v1")
 PING_INTERVAL_S = 10.0
@@ -97,15 +96,6 @@ class FeedbackBody(UserBody):
     @classmethod
     def _content_storable(cls, value: str | None) -> str | None:
         return _storable(value, "content")
-
-
-def _store_call(func: Any, *args: Any) -> Any:
-    try:
-        return func(*args)
-    except store_errors.NotFound as exc:
-        raise NotFound(exc.message) from None
-    except store_errors.InvalidParam as exc:
-        raise InvalidParam(str(exc)) from None
 
 
 def _usage(finished: Finished) -> dict[str, Any]:
@@ -273,7 +263,7 @@ async def conversations(
     sort_by: Literal["created_at", "-created_at", "updated_at", "-updated_at"] = "-updated_at",
 ) -> dict[str, Any]:
     last = _uuid_or_404(last_id, "Last Conversation Not Exists.")
-    rows, has_more = await run_in_threadpool(_store_call, store.list, user, last, limit, sort_by)
+    rows, has_more = await run_in_threadpool(store.list, user, last, limit, sort_by)
     return {"limit": limit, "has_more": has_more, "data": [_conversation_item(row) for row in rows]}
 
 
@@ -295,7 +285,7 @@ async def messages(
 ) -> dict[str, Any]:
     conversation = _uuid_or_404(conversation_id, "Conversation Not Exists.")
     first = _uuid_or_404(first_id, "First Message Not Exists.")
-    rows, has_more = await run_in_threadpool(_store_call, store.messages, conversation, user, first, limit)
+    rows, has_more = await run_in_threadpool(store.messages, conversation, user, first, limit)
     return {"limit": limit, "has_more": has_more, "data": [_message_item(row) for row in rows]}
 
 
@@ -313,7 +303,7 @@ def _message_item(row: dict[str, Any]) -> dict[str, Any]:
 @router.delete("/conversations/{conversation_id}", status_code=204)
 async def delete_conversation(conversation_id: str, body: UserBody, _: AppKey, store: ConversationsDep) -> Response:
     target = _uuid_or_404(conversation_id, "Conversation Not Exists.")
-    await run_in_threadpool(_store_call, store.delete, target, body.user)
+    await run_in_threadpool(store.delete, target, body.user)
     return Response(status_code=204)
 
 
@@ -324,18 +314,18 @@ async def rename(conversation_id: str, body: RenameBody, _: AppKey, store: Conve
     if not name:
         if not body.auto_generate:
             raise InvalidParam("name is required", param="name")
-        turns = await run_in_threadpool(_store_call, store.recent_turns, target, 1)
+        turns = await run_in_threadpool(store.recent_turns, target, 1)
         if not turns:
             raise InvalidParam("the conversation has no messages to name it from")
         name = turns[0][0][:40]
-    row = await run_in_threadpool(_store_call, store.rename, target, body.user, name)
+    row = await run_in_threadpool(store.rename, target, body.user, name)
     return _conversation_item(row)
 
 
 @router.post("/messages/{message_id}/feedbacks")
 async def feedback(message_id: str, body: FeedbackBody, _: AppKey, store: ConversationsDep) -> dict[str, str]:
     target = _uuid_or_404(message_id, "Message Not Exists.")
-    await run_in_threadpool(_store_call, store.set_feedback, target, body.user, body.rating, body.content)
+    await run_in_threadpool(store.set_feedback, target, body.user, body.rating, body.content)
     return {"result": "success"}
 
 

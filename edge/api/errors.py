@@ -13,6 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from edge.store.errors import StoreError
+
 OPENAI_PATHS = ("/v1/chat/completions", "/v1/models")
 
 
@@ -95,12 +97,24 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return f"{param}: {first.get('msg', 'invalid value')}" if param else str(first.get("msg")), param
 
 
+def from_store_error(exc: StoreError) -> ApiError:
+    """Storage errors already carry Dify's status, code and wording; keep them as they are."""
+    error = ApiError(exc.message)
+    error.status, error.code = exc.status, exc.code
+    error.openai_type = "invalid_request_error" if exc.status < 500 else "server_error"
+    return error
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Every error, ours or the framework's, leaves in its family's envelope; never a bare 500 page."""
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return error_response(request, exc)
+
+    @app.exception_handler(StoreError)
+    async def _store_error(request: Request, exc: StoreError) -> JSONResponse:
+        return error_response(request, from_store_error(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

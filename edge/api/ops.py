@@ -22,8 +22,9 @@ async def readyz(request: Request) -> JSONResponse:
     checks: dict[str, Any] = {"loaded": getattr(state, "ready", False)}
     llm = getattr(state, "llm", None)
     if llm is not None:
-        checks["llm_queue_depth"] = llm.queue_depth()
-        checks["llm_queue_full"] = llm.queue_depth() >= state.settings.llm_max_queue
+        depth = llm.queue_depth()
+        checks["llm_queue_depth"] = depth
+        checks["llm_queue_full"] = depth >= state.settings.llm_max_queue
     ready = checks["loaded"] and not checks.get("llm_queue_full", False)
     return JSONResponse({"status": "ready" if ready else "not ready", **checks}, status_code=200 if ready else 503)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from edge.api.errors import InvalidParam, NotFound, Overloaded
+from edge.api.errors import InvalidParam, Overloaded
 from edge.assistant.cache import AnswerCache
 from edge.assistant.policy import Decision, Route, decide
 from edge.assistant.prompts import build_messages
@@ -27,7 +27,6 @@ from edge.inference.llm import Generation, LlmEngine, QueueFull
 from edge.logs import CONVERSATION_ID
 from edge.metrics import Metrics
 from edge.settings import Settings
-from edge.store import errors as store_errors
 from edge.store.answers import CuratedAnswers
 from edge.store.conversations import ConversationStore
 from edge.text import normalise
@@ -109,10 +108,7 @@ class Assistant:
 
     async def _conversation(self, conversation_id: str | None, user: str, inputs: dict[str, Any]) -> str:
         if conversation_id:
-            try:
-                await run_in_threadpool(self.conversations.get, conversation_id, user)
-            except store_errors.NotFound as exc:
-                raise NotFound(exc.message) from None
+            await run_in_threadpool(self.conversations.get, conversation_id, user)  # StoreError → 404 handler
             return conversation_id
         created = await run_in_threadpool(self.conversations.create, user, inputs)
         return str(created["id"])

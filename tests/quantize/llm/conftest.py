@@ -48,22 +48,19 @@ def build_tokenizer(out: Path, *, digits: bool, vocab_size: int = 600) -> None:
     fast.save_pretrained(out)
 
 
-def build_llama(out: Path, *, tied: bool, arch: str = "llama", digits: bool = False) -> Path:
+def save_random_model(out: Path, *, tied: bool, arch: str = "llama", kv_heads: int = 2, seed: int = 0) -> Path:
+    """A tiny random checkpoint sized to the tokenizer already saved in `out`."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-    build_tokenizer(out, digits=digits)
-    from transformers import AutoTokenizer
-
-    vocab = len(AutoTokenizer.from_pretrained(out))
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     common = dict(
-        vocab_size=vocab,
+        vocab_size=len(AutoTokenizer.from_pretrained(out)),
         hidden_size=64,
         intermediate_size=128,
         num_hidden_layers=2,
         num_attention_heads=4,
-        num_key_value_heads=2,
+        num_key_value_heads=kv_heads,
         max_position_embeddings=256,
         rms_norm_eps=1e-5,
         rope_theta=10000.0,
@@ -78,6 +75,11 @@ def build_llama(out: Path, *, tied: bool, arch: str = "llama", digits: bool = Fa
                 parameter.mul_(8.0)
     model.save_pretrained(out, safe_serialization=True)
     return out
+
+
+def build_llama(out: Path, *, tied: bool, arch: str = "llama", digits: bool = False) -> Path:
+    build_tokenizer(out, digits=digits)
+    return save_random_model(out, tied=tied, arch=arch)
 
 
 @pytest.fixture(scope="session")
@@ -124,29 +126,6 @@ def build_sentencepiece_style_tokenizer(out: Path) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_llama_sentencepiece(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
     out = tmp_path_factory.mktemp("tiny") / "llama-spm"
     build_sentencepiece_style_tokenizer(out)
-    torch.manual_seed(1)
-    config = LlamaConfig(
-        vocab_size=len(AutoTokenizer.from_pretrained(out)),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        max_position_embeddings=256,
-        rms_norm_eps=1e-5,
-        tie_word_embeddings=False,
-        bos_token_id=1,
-        eos_token_id=2,
-    )
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.ndim > 1:
-                parameter.mul_(8.0)
-    model.save_pretrained(out, safe_serialization=True)
-    return out
+    return save_random_model(out, tied=False, kv_heads=4, seed=1)
