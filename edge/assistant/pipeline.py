@@ -32,6 +32,7 @@ from edge.store.conversations import ConversationStore
 from edge.text import normalise
 
 log = logging.getLogger(__name__)
+HANDOFF_INPUT = "handoff"
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,15 @@ class Prepared:
     decision: Decision
     prediction: IntentPrediction | None
     generation: Generation | None = None
+
+
+def wants_handoff(inputs: dict[str, Any]) -> bool:
+    """`inputs.handoff` (true, "true", 1): the customer pressed "call a staff member" -- record a hand-off
+    whatever the query says. A Dify app on central can declare the same input variable."""
+    value = inputs.get(HANDOFF_INPUT)
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "true", "yes"}
+    return value is True or value == 1
 
 
 class Assistant:
@@ -124,6 +134,8 @@ class Assistant:
         """Route the question; start the LLM if needed. Raises ApiError before anything is sent."""
         conversation = await self._conversation(conversation_id, user, inputs)
         CONVERSATION_ID.set(conversation)
+        if wants_handoff(inputs):
+            return Prepared(conversation, Decision(Route.HANDOFF), None)
         cached = self.cache.get(query)
         if cached is not None:
             return Prepared(conversation, Decision(Route.CACHE, answer=cached), None)

@@ -84,7 +84,71 @@ def m001_initial(db: sqlite_utils.Database) -> None:
         db.execute(sql)
 
 
-MIGRATIONS: tuple[Migration, ...] = (m001_initial,)
+def m002_knowledge(db: sqlite_utils.Database) -> None:
+    """Local knowledge (Dify segments, or the seed): text, its vector, and an FTS5 index kept by triggers.
+
+    `version` moves on every change, so the server's in-memory vector matrix knows when to reload.
+    """
+    statements = [
+        """CREATE TABLE knowledge_segments (
+            id TEXT PRIMARY KEY, -- Dify segment id
+            dataset_id TEXT NOT NULL,
+            dataset_name TEXT,
+            document_id TEXT NOT NULL,
+            document_name TEXT,
+            position INTEGER,
+            content TEXT NOT NULL,
+            answer TEXT, -- Q&A segments: the answer to the question in content
+            keywords TEXT, -- JSON array
+            enabled INTEGER NOT NULL DEFAULT 1,
+            index_node_hash TEXT,
+            updated_at INTEGER,
+            word_count INTEGER,
+            vector BLOB, -- float32, L2-normalised
+            embedder TEXT -- sha256 of the embedder model that made vector
+        )""",
+        "CREATE INDEX idx_knowledge_document ON knowledge_segments (dataset_id, document_id)",
+        """CREATE VIRTUAL TABLE knowledge_fts USING fts5(
+            content, answer, keywords,
+            content='knowledge_segments', content_rowid='rowid',
+            tokenize='porter unicode61 remove_diacritics 2'
+        )""",
+        """CREATE TRIGGER knowledge_fts_insert AFTER INSERT ON knowledge_segments BEGIN
+            INSERT INTO knowledge_fts (rowid, content, answer, keywords)
+            VALUES (new.rowid, new.content, new.answer, new.keywords);
+        END""",
+        """CREATE TRIGGER knowledge_fts_delete AFTER DELETE ON knowledge_segments BEGIN
+            INSERT INTO knowledge_fts (knowledge_fts, rowid, content, answer, keywords)
+            VALUES ('delete', old.rowid, old.content, old.answer, old.keywords);
+        END""",
+        """CREATE TRIGGER knowledge_fts_update AFTER UPDATE OF content, answer, keywords ON knowledge_segments BEGIN
+            INSERT INTO knowledge_fts (knowledge_fts, rowid, content, answer, keywords)
+            VALUES ('delete', old.rowid, old.content, old.answer, old.keywords);
+            INSERT INTO knowledge_fts (rowid, content, answer, keywords)
+            VALUES (new.rowid, new.content, new.answer, new.keywords);
+        END""",
+        "CREATE TABLE knowledge_state (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)",
+        "INSERT INTO knowledge_state (id, version) VALUES (1, 0)",
+    ]
+    for sql in statements:
+        db.execute(sql)
+
+
+def m003_sync_state(db: sqlite_utils.Database) -> None:
+    """What the sync agent last saw of central, per stream ('central' is the connectivity probe)."""
+    db.execute(
+        """CREATE TABLE sync_state (
+            stream TEXT PRIMARY KEY,
+            state TEXT NOT NULL, -- online | offline | ok | failed | stopped
+            last_attempt_at REAL,
+            last_success_at REAL,
+            last_error TEXT,
+            details TEXT -- JSON object
+        )"""
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (m001_initial, m002_knowledge, m003_sync_state)
 
 
 def applied(db: sqlite_utils.Database) -> list[str]:

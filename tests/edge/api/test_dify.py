@@ -124,6 +124,22 @@ def test_handoff_when_nothing_is_relevant(api_bundle: Path, tmp_path: Path) -> N
     assert body["metadata"]["route"] == "handoff" and body["answer"] == settings.handoff_message
 
 
+@pytest.mark.parametrize("flag", [True, "true", 1])
+def test_handoff_input_records_a_handoff_whatever_the_query(client: TestClient, flag: object) -> None:
+    first = chat(client, CANCEL)
+    body = chat(client, CANCEL, conversation_id=first["conversation_id"], inputs={"handoff": flag})
+    assert body["metadata"]["route"] == "handoff"
+    assert body["answer"] != first["answer"]
+    page = client.get(
+        "/v1/messages", headers=AUTH, params={"conversation_id": first["conversation_id"], "user": "kiosk-1"}
+    ).json()
+    assert [item["route"] for item in page["data"]] == ["curated", "handoff"]
+
+
+def test_handoff_input_false_answers_normally(client: TestClient) -> None:
+    assert chat(client, CANCEL, inputs={"handoff": "no"})["metadata"]["route"] in {"curated", "cache"}
+
+
 def test_conversations_feedback_rename_delete(client: TestClient) -> None:
     ids = [chat(client, CANCEL, user="alice")["conversation_id"] for _ in range(3)]
     listed = client.get("/v1/conversations", headers=AUTH, params={"user": "alice", "limit": 2}).json()
