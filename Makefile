@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BUNDLE ?= models/default
 
-.PHONY: run test lint bench bundle install clean
+.PHONY: run test lint bench bundle install browser clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,15 @@ $(STAMP): pyproject.toml | $(BIN)/python
 
 install: $(STAMP)
 
+# The kiosk page's browser tests drive Debian's chromium through Playwright (never `playwright install`,
+# which downloads a browser); a small CJK font makes the Chinese screenshots legible. Idempotent.
+BROWSER_PACKAGES := chromium fonts-wqy-microhei
+browser:
+	@test -x /usr/bin/chromium && dpkg -s fonts-wqy-microhei >/dev/null 2>&1 || { \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PACKAGES); }
+
 bundle: $(STAMP)
 	$(BIN)/quantize build-default --out $(BUNDLE) --if-missing
 
@@ -27,13 +36,14 @@ run: bundle
 	@mkdir -p data
 	@test -s data/app-key || $(BIN)/python -c "import secrets; print('app-' + secrets.token_urlsafe(18))" > data/app-key
 	@echo
-	@echo "kiosk-edge is starting on http://127.0.0.1:8080 (Ctrl-C stops it). Ask it something:"
+	@echo "kiosk-edge is starting on http://127.0.0.1:8080 (Ctrl-C stops it)."
+	@echo "The kiosk page: open http://127.0.0.1:8080/ in a browser. Or ask it something:"
 	@echo "  curl -s http://127.0.0.1:8080/v1/chat-messages -H \"Authorization: Bearer $$(cat data/app-key)\" \\"
 	@echo "    -H 'Content-Type: application/json' -d '{\"query\": \"I want to cancel my order\", \"user\": \"kiosk-1\", \"inputs\": {}}'"
 	@echo
 	KIOSK_APP_KEYS="[\"$$(cat data/app-key)\"]" $(BIN)/edge serve
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/ruff check edge quantize tests bench
 	$(BIN)/pytest
 
@@ -43,8 +53,10 @@ lint: $(STAMP)
 
 bench: bundle
 	$(BIN)/python bench/intent.py --bundle $(BUNDLE)
+	$(BIN)/python bench/retrieval.py --bundle $(BUNDLE)
 	$(BIN)/python bench/llm_quant.py
 	$(BIN)/python bench/serve.py --bundle $(BUNDLE)
+	$(BIN)/python bench/sync.py --bundle $(BUNDLE)
 
 clean:
 	rm -rf $(VENV) build .pytest_cache

@@ -50,7 +50,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from edge.assistant.policy import Route, decide
+from edge.assistant.policy import GroundingLimits, Route, decide
 from edge.bundle import load_bundle
 from edge.inference.intent import IntentClassifier
 from edge.settings import PLACEHOLDER_MARKERS
@@ -312,7 +312,7 @@ def build_query_mix(bundle: Path, n: int, warmup: int, seed: int) -> QueryMix:
 
     def route(text: str) -> Route:
         (prediction,) = classifier.predict([text])
-        return decide(prediction, curated, variables, 0.3).route
+        return decide(prediction, curated, variables, GroundingLimits(llm_floor=0.3)).route
 
     unique_needed = n - n // 3 + warmup
     started, checked = time.perf_counter(), 0
@@ -979,6 +979,9 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=3, help="conversations in the turn-5 figure")
     parser.add_argument("--time-limit", type=float, default=180.0, help="seconds at most per load run")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--curated-only", action="store_true", help="only figure 1 (curated-route load) and memory: a quick check"
+    )
     args = parser.parse_args()
     if args.requests < 3 or not 1 <= args.prompts <= len(SHORT_PROMPTS):
         parser.error(f"--requests must be >= 3 and --prompts between 1 and {len(SHORT_PROMPTS)}")
@@ -1010,7 +1013,9 @@ def run(args: argparse.Namespace) -> None:
         rss = {"after warm-up": (server.rss_mb(), server.rss_split())}
         figure_curated(server, mix, args.concurrency, args.time_limit)
         rss["after the curated load"] = (server.rss_mb(), server.rss_split())
-        if model is not None:
+        if args.curated_only:
+            print("\n--curated-only: figures 2-4 skipped")
+        elif model is not None:
             figure_llm(server, model, gguf, args.llm_threads, SHORT_PROMPTS[: args.prompts], args.gen_tokens)
             figure_concurrent(server, model, SHORT_PROMPTS[:4], args.gen_tokens)
             figure_turns(server, model, mix.llm_questions, args.conversations, turns=5)

@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
+from contextlib import ExitStack, asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from edge.api import dify, openai, ops
+from edge.api import dify, kiosk, openai, ops
 from edge.api.auth import KeyRing, RateLimiter
 from edge.api.errors import OPENAI_PATHS, PayloadTooLarge, envelope, install_error_handlers
 from edge.assistant.cache import AnswerCache
 from edge.assistant.pipeline import Assistant
+from edge.assistant.retrieval import RetrievalConfig, Retriever
 from edge.bundle import Bundle, load_bundle
+from edge.inference.embedder import Embedder, embedder_id
 from edge.inference.intent import IntentClassifier
 from edge.inference.llm import LlmEngine
 from edge.metrics import Metrics, RequestMetrics
@@ -25,6 +27,11 @@ from edge.settings import Settings
 from edge.store.answers import CuratedAnswers
 from edge.store.conversations import ConversationStore
 from edge.store.db import open_database
+from edge.store.knowledge import KnowledgeStore
+from edge.store.outbox import Outbox
+from edge.store.parameters import CentralParameters
+from edge.store.sync_state import SyncState
+from edge.store.writer import Writer
 
 
 class BodyLimit:
@@ -63,13 +70,15 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-def _load(app: FastAPI, settings: Settings, bundle: Bundle | None) -> dict[str, Any]:
-    """Open everything the assistant needs; returns what must be closed at shutdown."""
+def _load(app: FastAPI, settings: Settings, bundle: Bundle | None, closing: ExitStack) -> None:
+    """Open everything the assistant needs; each resource is registered on `closing` as soon as it is
+    open, so a failure half-way (or the shutdown) closes exactly what was opened, in reverse order."""
     if bundle is None:
         bundle = load_bundle(settings.bundle_dir, verify=settings.verify_bundle)
     classifier = IntentClassifier.from_component(
         bundle.component("intent"), threads=settings.intent_threads, workers=settings.intent_workers
     )
+    closing.callback(classifier.close)
     llm: LlmEngine | None = None
     if "llm" in bundle.components:
         component = bundle.component("llm")
@@ -79,18 +88,57 @@ def _load(app: FastAPI, settings: Settings, bundle: Bundle | None) -> dict[str, 
             n_threads=settings.llm_threads,
             max_queue=settings.llm_max_queue,
             time_budget_s=settings.llm_time_budget_s,
+            kv_cache=settings.llm_kv_cache,
         )
         llm.start()
+        closing.callback(llm.close)
     db = open_database(settings.database_path)
+    closing.callback(db.close)
+    app.state.kiosk = kiosk.open_kiosk(settings, db)
     conversations = ConversationStore(db)
     curated = CuratedAnswers(db)
     if settings.curated_answers_csv.is_file():
         curated.seed_from_csv(settings.curated_answers_csv)
+    knowledge = KnowledgeStore(db)
+    retriever = _retriever(settings, bundle, knowledge)
     cache: AnswerCache[str] = AnswerCache(settings.cache_size, settings.cache_ttl_s)
     app.state.llm = llm
+    outbox, sync_state = Outbox(db), SyncState(db)
+    app.state.sync_figures = lambda: (sync_state.all(), outbox.depth(), len(outbox.parked()))
+    app.state.central_parameters = CentralParameters(db)
     app.state.conversations = conversations
-    app.state.assistant = Assistant(settings, classifier, llm, conversations, curated, cache, app.state.metrics)
-    return {"classifier": classifier, "llm": llm, "db": db}
+    writer = Writer(db)
+    writer.start()
+    closing.callback(writer.close)  # registered after the database: drains before it closes
+    app.state.assistant = Assistant(
+        settings, classifier, llm, conversations, curated, cache, app.state.metrics, retriever, writer, knowledge
+    )
+    if retriever is not None:
+        # Seeds (and segments left by an older embedder) are embedded after start-up, so the box is ready
+        # at once; until a segment has its vector it is simply not found.
+        stop = threading.Event()
+        indexer = threading.Thread(target=retriever.index_missing, kwargs={"stop": stop}, daemon=True)
+        indexer.start()
+        closing.callback(indexer.join, 10.0)  # never free the embedder under a running inference
+        closing.callback(stop.set)
+
+
+def _retriever(settings: Settings, bundle: Bundle, knowledge: KnowledgeStore) -> Retriever | None:
+    """Seed local knowledge on first start; retrieval needs the bundle's embedder."""
+    for path in settings.knowledge_seed_csvs:
+        if path.is_file():
+            knowledge.seed_from_csv(path)
+    if "embedder" not in bundle.components or settings.retrieval_top_k == 0:
+        logging.getLogger(__name__).warning("retrieval off: the bundle has no embedder or retrieval_top_k is 0")
+        return None
+    component = bundle.component("embedder")
+    embedder = Embedder.from_component(component, threads=settings.embedder_threads)
+    config = RetrievalConfig(
+        top_k=settings.retrieval_top_k,
+        min_score=settings.retrieval_min_score,
+        text_weight=settings.retrieval_text_weight,
+    )
+    return Retriever(knowledge, embedder, embedder_id(component), config)
 
 
 def create_app(settings: Settings, bundle: Bundle | None = None) -> FastAPI:
@@ -100,17 +148,14 @@ def create_app(settings: Settings, bundle: Bundle | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         started = time.perf_counter()
-        resources = _load(app, settings, bundle)
-        app.state.ready = True
-        app.state.log.info("ready", extra={"seconds_to_ready": round(time.perf_counter() - started, 3)})
-        try:
-            yield
-        finally:
-            app.state.ready = False
-            if resources["llm"] is not None:
-                resources["llm"].close()
-            resources["classifier"].close()
-            resources["db"].close()
+        with ExitStack() as closing:
+            _load(app, settings, bundle, closing)
+            app.state.ready = True
+            app.state.log.info("ready", extra={"seconds_to_ready": round(time.perf_counter() - started, 3)})
+            try:
+                yield
+            finally:
+                app.state.ready = False
 
     app = FastAPI(title="kiosk-edge", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
@@ -120,10 +165,12 @@ def create_app(settings: Settings, bundle: Bundle | None = None) -> FastAPI:
     app.state.keyring = KeyRing(settings.app_keys)
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
     app.state.metrics = Metrics()
+    app.state.kiosk = None  # the kiosk page's sessions and assets, once the lifespan runs
     install_error_handlers(app)
     app.include_router(ops.router)
     app.include_router(openai.router)
     app.include_router(dify.router)
+    app.include_router(kiosk.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     return app

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from pydantic import ValidationError
 
 from edge.bundle import BundleError, load_bundle
 from edge.settings import Settings
+
+if TYPE_CHECKING:
+    from edge.sync.agent import SyncAgent
 
 
 def _settings(**overrides: object) -> Settings:
@@ -122,3 +126,63 @@ def classify(texts: tuple[str, ...], bundle: Path | None) -> None:
             )
     finally:
         classifier.close()
+
+
+@main.group(invoke_without_command=True)
+@click.pass_context
+def sync(context: click.Context) -> None:
+    """Reconcile the box with central Dify: run the sync agent (the default), one pass, or show status.
+
+    The agent is a separate process beside `edge serve`, sharing its SQLite database. It needs
+    KIOSK_CENTRAL_URL and the keys of the streams to run (KIOSK_CENTRAL_APP_KEY: parameters and
+    annotations; KIOSK_CENTRAL_DATASET_KEY: knowledge; KIOSK_CENTRAL_INGEST_KEY: pushing conversations).
+    """
+    if context.invoked_subcommand is None:
+        context.invoke(sync_run)
+
+
+def _agent() -> SyncAgent:
+    """Imported lazily: `edge --help` must not load httpx and the models."""
+    from edge.store.db import open_database
+    from edge.sync.agent import SyncAgent
+    from edge.sync.client import DifyClient
+
+    settings = _settings()
+    if not settings.central_url:
+        click.echo("error: KIOSK_CENTRAL_URL is not set: there is no central Dify to sync with", err=True)
+        sys.exit(1)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = open_database(settings.database_path)
+    return SyncAgent(settings, db, DifyClient(settings.central_url, timeout_s=settings.sync_timeout_s))
+
+
+@sync.command("run")
+def sync_run() -> None:
+    """Run the agent until SIGTERM/SIGINT: a pass every KIOSK_SYNC_INTERVAL_S, backing off while offline."""
+    import signal
+    import threading
+
+    from edge.logs import configure_logging
+
+    configure_logging()
+    agent = _agent()
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    agent.run_forever(stop)
+
+
+@sync.command("once")
+def sync_once() -> None:
+    """Run one pass now and print what each stream did (exit 2 when central is unreachable)."""
+    agent = _agent()
+    result = agent.run_once()
+    click.echo(json.dumps({"online": result.online, "streams": result.outcomes}, indent=2))
+    if not result.online:
+        sys.exit(2)
+
+
+@sync.command("status")
+def sync_status() -> None:
+    """Show central's state, each stream's last success and error, the outbox depth and parked rows."""
+    click.echo(json.dumps(_agent().status(), indent=2, default=str))

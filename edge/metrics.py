@@ -50,6 +50,24 @@ class Metrics:
             registry=self.registry,
             buckets=(5, 10, 20, 40, 60, 80, 100, 120, 150, 200, 300),
         )
+        self.outbox_pending = Gauge(
+            "kiosk_outbox_pending", "Turns not yet confirmed by central.", registry=self.registry
+        )
+        self.outbox_parked = Gauge(
+            "kiosk_outbox_parked", "Turns the sync agent gave up on (see `edge sync status`).", registry=self.registry
+        )
+        self.sync_up = Gauge(
+            "kiosk_sync_up",
+            "1 when the stream's last attempt succeeded (central: reachable).",
+            ["stream"],
+            registry=self.registry,
+        )
+        self.sync_last_success = Gauge(
+            "kiosk_sync_last_success_timestamp_seconds",
+            "When the stream last succeeded.",
+            ["stream"],
+            registry=self.registry,
+        )
         self.llm_first_token = Histogram(
             "kiosk_llm_first_token_seconds",
             "Time to the first generated token.",
@@ -67,6 +85,15 @@ class Metrics:
                 self.llm_tokens_per_second.observe(generation.tokens_per_s)
             if generation.first_token_s is not None:
                 self.llm_first_token.observe(generation.first_token_s)
+
+    def refresh_sync(self, streams: list[dict[str, Any]], pending: int, parked: int) -> None:
+        """The sync agent's figures (it is another process; they are read from the shared database)."""
+        self.outbox_pending.set(pending)
+        self.outbox_parked.set(parked)
+        for row in streams:
+            self.sync_up.labels(stream=row["stream"]).set(1.0 if row["state"] in ("online", "ok") else 0.0)
+            if row.get("last_success_at"):
+                self.sync_last_success.labels(stream=row["stream"]).set(row["last_success_at"])
 
     def refresh(self, cache: Any, llm: Any | None) -> None:
         """Gauges read at scrape time."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +47,29 @@ class Settings(BaseSettings):
     rate_limit_per_s: float = Field(default=20.0, gt=0, description="Token-bucket refill rate per app key.")
     rate_limit_burst: int = Field(default=40, ge=1, description="Token-bucket size per app key.")
 
+    # --- kiosk page ---------------------------------------------------------------------------
+    ui_enabled: bool = Field(
+        default=True,
+        description="Serve the kiosk chat page at `/` and accept its same-origin session cookie on the chat "
+        "routes. Off: `/` is 404 and only app keys are accepted.",
+    )
+    ui_idle_reset_s: float = Field(
+        default=90.0,
+        ge=1,
+        le=3600,
+        description="Seconds without a touch after which the kiosk page clears the conversation and starts "
+        "a new session, so the next shopper never sees the previous one's questions.",
+    )
+    ui_language: Literal["en", "zh"] = Field(
+        default="en", description="Language the kiosk page starts in, and returns to at every idle reset."
+    )
+    central_max_age_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="A sync-agent record of central's connectivity older than this is not trusted: the kiosk "
+        "page then shows no online/offline indicator (central unknown).",
+    )
+
     # --- assistant ----------------------------------------------------------------------------
     app_name: str = Field(default="Store assistant", description="Name shown by GET /v1/info.")
     opening_statement: str = Field(
@@ -68,6 +92,49 @@ class Settings(BaseSettings):
         default=Path("models/data/bitext_retail/intent_responses.csv"),
         description="CSV `label,answer` seeding curated answers on first start.",
     )
+    knowledge_seed_csvs: list[Path] = Field(
+        default_factory=lambda: [
+            Path("models/data/knowledge/store_faq.csv"),
+            Path("models/data/knowledge/retail_faq.csv"),
+        ],
+        description="CSVs `question,answer` seeding local knowledge on first start, one document each "
+        "(the sync agent replaces them with central Dify's datasets). Missing files are skipped.",
+    )
+    retrieval_top_k: int = Field(default=2, ge=0, le=20, description="Knowledge segments that ground one LLM answer.")
+    retrieval_min_score: float = Field(
+        default=0.5,
+        ge=-1,
+        le=1,
+        description="Least cosine similarity between question and segment for the segment to count as relevant "
+        "(see bench/retrieval.py for how in-scope and out-of-scope questions score).",
+    )
+    retrieval_text_weight: float = Field(
+        default=0.25,
+        ge=0,
+        le=4,
+        description="Weight of the full-text (FTS5) ranking against the vector ranking (1) in the fused order. "
+        "Paraphrases favour vectors; exact rare words (product codes) need full text. See bench/retrieval.py.",
+    )
+    annotation_min_score: float = Field(
+        default=0.9,
+        ge=0,
+        le=1,
+        description="Least cosine for one of central's annotations to answer a question it does not match "
+        "word for word (an exact match always answers).",
+    )
+    knowledge_refresh_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often the server looks for knowledge and annotations the sync agent changed.",
+    )
+    grounding_chars_per_source: int = Field(
+        default=600, ge=50, description="Longest text of one source in the LLM prompt (cut at a word)."
+    )
+    grounding_chars: int = Field(
+        default=1200,
+        ge=50,
+        description="Most grounding text in one prompt: every character delays the first token.",
+    )
     history_turns: int = Field(default=5, ge=0, le=50, description="Past turns the LLM sees.")
     llm_floor: float = Field(
         default=0.3,
@@ -81,6 +148,17 @@ class Settings(BaseSettings):
         "staff member.",
         description="System prompt of the local LLM.",
     )
+    few_shot: list[tuple[str, str]] = Field(
+        default_factory=lambda: [
+            (
+                "Relevant answers from the store's knowledge:\n"
+                "- Q: Can I pay by card?\nA: We accept all major cards.\n\n"
+                "Customer question: do you take visa",
+                "Yes, we accept Visa and all other major cards.",
+            )
+        ],
+        description="Example (question, answer) turns shown to the LLM after the system prompt, as JSON pairs.",
+    )
     handoff_message: str = Field(
         default="I'm not sure I can answer that well. Let me call a colleague to help you.",
         description="Answer given when the box hands the customer to staff.",
@@ -93,7 +171,43 @@ class Settings(BaseSettings):
     llm_context: int = Field(default=2048, ge=256, description="llama.cpp context length.")
     llm_max_queue: int = Field(default=8, ge=1, description="Waiting LLM requests before 503.")
     llm_time_budget_s: float = Field(default=30.0, gt=0, description="Longest a generation may run.")
+    llm_kv_cache: Literal["f16", "q8_0"] = Field(
+        default="f16",
+        description="Element type of llama.cpp's KV cache: q8_0 halves its memory (uses flash attention).",
+    )
     llm_max_tokens: int = Field(default=160, ge=1, description="Most tokens in one LLM answer.")
+
+    # --- sync with central Dify (`edge sync`) -----------------------------------------------------
+    central_url: str = Field(
+        default="", description="Central Dify's service API, e.g. https://dify.example.com/v1 (empty: sync off)."
+    )
+    central_app_key: SecretStr | None = Field(
+        default=None, description="App key of the central chat app: parameters and annotations are pulled with it."
+    )
+    central_dataset_key: SecretStr | None = Field(
+        default=None, description="Knowledge (dataset) key: the knowledge bases are pulled with it."
+    )
+    central_dataset_ids: list[str] = Field(
+        default_factory=list, description="Knowledge bases to mirror (JSON list of ids; empty: every one the key sees)."
+    )
+    central_ingest_key: SecretStr | None = Field(
+        default=None,
+        description="App key of the ingest workflow app that receives one run per finished conversation.",
+    )
+    store_id: str = Field(default="store-1", min_length=1, description="This store's id in pushed records.")
+    kiosk_id: str = Field(default="kiosk-1", min_length=1, description="This box's id in pushed records.")
+    sync_interval_s: float = Field(default=60.0, gt=0, description="Seconds between sync passes while online.")
+    sync_idle_s: float = Field(
+        default=300.0, ge=0, description="A conversation is pushed once it has had no turn for this long."
+    )
+    sync_timeout_s: float = Field(default=15.0, gt=0, description="Timeout of one call to central.")
+    sync_probe_timeout_s: float = Field(default=3.0, gt=0, description="Timeout of the connectivity probe.")
+    sync_backoff_max_s: float = Field(
+        default=600.0, gt=0, description="Longest wait between attempts while central is unreachable."
+    )
+    sync_max_attempts: int = Field(
+        default=12, ge=1, description="Failed sends of one record before its turns are parked for an operator."
+    )
 
     @field_validator("app_keys")
     @classmethod

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import csv
 import random
+import shutil
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
+
+from quantize.bundle import write_component, write_json, write_manifest
+from quantize.sources import packaged_smollm2_gguf
 
 ROOT = Path(__file__).resolve().parent.parent
 RETAIL = ROOT / "models" / "data" / "bitext_retail"
@@ -82,3 +86,19 @@ def embedder_build(tmp_path_factory: pytest.TempPathFactory, slice_data: tuple[P
     out = tmp_path_factory.mktemp("bundle") / "embedder"
     report = build_embedder(EmbedderOptions(out=out, samples=slice_data[1], sample_count=60))
     return out, report
+
+
+@pytest.fixture(scope="session")
+def api_bundle(
+    tmp_path_factory: pytest.TempPathFactory, intent_build: tuple[Path, dict], embedder_build: tuple[Path, dict]
+) -> Path:
+    root = tmp_path_factory.mktemp("api") / "bundle"
+    shutil.copytree(intent_build[0], root / "intent")
+    shutil.copytree(embedder_build[0], root / "embedder")
+    llm = root / "llm"
+    llm.mkdir()
+    shutil.copyfile(packaged_smollm2_gguf(), llm / "model.gguf")
+    write_json(llm / "llm.json", {"context_length": 2048, "quant_type": "Q4_1"})
+    write_component(llm, "llm", ["model.gguf", "llm.json"], quantization={"type": "Q4_1"})
+    write_manifest(root, "api-test", {"intent": "intent", "embedder": "embedder", "llm": "llm"})
+    return root

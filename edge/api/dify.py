@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -13,15 +12,15 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.concurrency import run_in_threadpool
 
-from edge.api.deps import AppKey, AssistantDep, ConversationsDep, SettingsDep
+from edge.api.deps import AppKey, AssistantDep, ChatCaller, ConversationsDep, SettingsDep
 from edge.api.errors import ApiError, InvalidParam, NotFound
 from edge.api.sse import PING, data_line, with_pings
 from edge.assistant.pipeline import Delta, Finished, Started
+from edge.assistant.sources import legacy_source
 
 router = APIRouter(prefix="/v1")
 PING_INTERVAL_S = 10.0
-# Curated answers are the box's one knowledge "dataset"; each label is a document of one segment.
-CURATED_DATASET = uuid.uuid5(uuid.NAMESPACE_URL, "kiosk-edge:curated-answers")
+ANNOTATION_ACCOUNT = str(uuid.uuid5(uuid.NAMESPACE_URL, "kiosk-edge:central-annotations"))
 
 
 class DifyModel(BaseModel):
@@ -116,28 +115,19 @@ def _usage(finished: Finished) -> dict[str, Any]:
 
 
 def _resources(sources: list[dict[str, Any]], message_id: str, created_at: int) -> list[dict[str, Any]]:
-    """Dify's RetrieverResource for each curated source: uuids, numbers and strings where Dify has them."""
+    """Dify's RetrieverResource for each stored source: the per-message fields added to what was stored."""
     resources = []
-    for position, source in enumerate(sources, start=1):
-        document = uuid.uuid5(CURATED_DATASET, source["label"])
+    for position, stored in enumerate(sources, start=1):
+        source = legacy_source(stored)
         resources.append(
             {
                 "id": str(uuid.uuid5(uuid.UUID(message_id), str(position))),
                 "message_id": message_id,
                 "position": position,
-                "dataset_id": str(CURATED_DATASET),
-                "dataset_name": "Curated answers",
-                "document_id": str(document),
-                "document_name": source["label"],
-                "data_source_type": "curated",
-                "segment_id": str(uuid.uuid5(document, "segment")),
-                # no per-source score is kept yet; a curated text counts as a full match
+                **source,
                 "score": float(source.get("score", 1.0)),
                 "hit_count": 0,
                 "word_count": len(source["content"].split()),
-                "segment_position": 1,
-                "index_node_hash": hashlib.sha256(source["content"].encode("utf-8")).hexdigest(),
-                "content": source["content"],
                 "summary": None,
                 "created_at": created_at,
             }
@@ -146,13 +136,19 @@ def _resources(sources: list[dict[str, Any]], message_id: str, created_at: int) 
 
 
 def _metadata(finished: Finished, started: Started) -> dict[str, Any]:
-    return {
+    metadata: dict[str, Any] = {
         "usage": _usage(finished),
         "retriever_resources": _resources(finished.sources, started.message_id, started.created_at),
         "route": finished.route.value,
         "intent": finished.message.get("intent"),
         "confidence": finished.message.get("confidence"),
     }
+    if finished.annotation_id:  # as Dify: only when an annotation answered
+        metadata["annotation_reply"] = {
+            "id": finished.annotation_id,
+            "account": {"id": ANNOTATION_ACCOUNT, "name": "central"},
+        }
+    return metadata
 
 
 @router.get("/")
@@ -163,10 +159,11 @@ async def index() -> dict[str, str]:
 
 
 @router.post("/chat-messages", response_model=None)
-async def chat_messages(body: ChatRequest, _: AppKey, assistant: AssistantDep, request: Request) -> Response:
+async def chat_messages(body: ChatRequest, caller: ChatCaller, assistant: AssistantDep, request: Request) -> Response:
+    user = caller.user(body.user)
     query = assistant.clean_query(body.query)
-    prepared = await assistant.prepare(query, body.user, body.conversation_id, body.inputs)
-    events = assistant.run(prepared, query, body.user)
+    prepared = await assistant.prepare(query, user, body.conversation_id, body.inputs)
+    events = assistant.run(prepared, query, user)
     if body.response_mode == "streaming":
         return StreamingResponse(_stream(events), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
     answer: list[str] = []
@@ -243,8 +240,8 @@ def _error_event(started: Started | None, status: int, code: str, message: str) 
 
 
 @router.post("/chat-messages/{task_id}/stop")
-async def stop(task_id: str, body: UserBody, _: AppKey, assistant: AssistantDep) -> dict[str, str]:
-    assistant.stop(task_id, body.user)
+async def stop(task_id: str, body: UserBody, caller: ChatCaller, assistant: AssistantDep) -> dict[str, str]:
+    assistant.stop(task_id, caller.user(body.user))
     return {"result": "success"}
 
 
@@ -255,7 +252,7 @@ def _conversation_item(row: dict[str, Any]) -> dict[str, Any]:
 
 @router.get("/conversations")
 async def conversations(
-    _: AppKey,
+    caller: ChatCaller,
     store: ConversationsDep,
     user: str = "DEFAULT-USER",
     last_id: str | None = None,
@@ -263,7 +260,7 @@ async def conversations(
     sort_by: Literal["created_at", "-created_at", "updated_at", "-updated_at"] = "-updated_at",
 ) -> dict[str, Any]:
     last = _uuid_or_404(last_id, "Last Conversation Not Exists.")
-    rows, has_more = await run_in_threadpool(store.list, user, last, limit, sort_by)
+    rows, has_more = await run_in_threadpool(store.list, caller.user(user), last, limit, sort_by)
     return {"limit": limit, "has_more": has_more, "data": [_conversation_item(row) for row in rows]}
 
 
@@ -276,7 +273,7 @@ def _uuid_or_404(value: str | None, message: str) -> str | None:
 
 @router.get("/messages")
 async def messages(
-    _: AppKey,
+    caller: ChatCaller,
     store: ConversationsDep,
     conversation_id: str,
     user: str = "DEFAULT-USER",
@@ -285,7 +282,7 @@ async def messages(
 ) -> dict[str, Any]:
     conversation = _uuid_or_404(conversation_id, "Conversation Not Exists.")
     first = _uuid_or_404(first_id, "First Message Not Exists.")
-    rows, has_more = await run_in_threadpool(store.messages, conversation, user, first, limit)
+    rows, has_more = await run_in_threadpool(store.messages, conversation, caller.user(user), first, limit)
     return {"limit": limit, "has_more": has_more, "data": [_message_item(row) for row in rows]}
 
 
@@ -301,14 +298,16 @@ def _message_item(row: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.delete("/conversations/{conversation_id}", status_code=204)
-async def delete_conversation(conversation_id: str, body: UserBody, _: AppKey, store: ConversationsDep) -> Response:
+async def delete_conversation(
+    conversation_id: str, body: UserBody, caller: ChatCaller, store: ConversationsDep
+) -> Response:
     target = _uuid_or_404(conversation_id, "Conversation Not Exists.")
-    await run_in_threadpool(store.delete, target, body.user)
+    await run_in_threadpool(store.delete, target, caller.user(body.user))
     return Response(status_code=204)
 
 
 @router.post("/conversations/{conversation_id}/name")
-async def rename(conversation_id: str, body: RenameBody, _: AppKey, store: ConversationsDep) -> dict[str, Any]:
+async def rename(conversation_id: str, body: RenameBody, caller: ChatCaller, store: ConversationsDep) -> dict[str, Any]:
     target = _uuid_or_404(conversation_id, "Conversation Not Exists.")
     name = body.name
     if not name:
@@ -318,22 +317,26 @@ async def rename(conversation_id: str, body: RenameBody, _: AppKey, store: Conve
         if not turns:
             raise InvalidParam("the conversation has no messages to name it from")
         name = turns[0][0][:40]
-    row = await run_in_threadpool(store.rename, target, body.user, name)
+    row = await run_in_threadpool(store.rename, target, caller.user(body.user), name)
     return _conversation_item(row)
 
 
 @router.post("/messages/{message_id}/feedbacks")
-async def feedback(message_id: str, body: FeedbackBody, _: AppKey, store: ConversationsDep) -> dict[str, str]:
+async def feedback(message_id: str, body: FeedbackBody, caller: ChatCaller, store: ConversationsDep) -> dict[str, str]:
     target = _uuid_or_404(message_id, "Message Not Exists.")
-    await run_in_threadpool(store.set_feedback, target, body.user, body.rating, body.content)
+    await run_in_threadpool(store.set_feedback, target, caller.user(body.user), body.rating, body.content)
     return {"result": "success"}
 
 
 @router.get("/parameters")
-async def parameters(_: AppKey, settings: SettingsDep) -> dict[str, Any]:
+async def parameters(_: ChatCaller, settings: SettingsDep, request: Request) -> dict[str, Any]:
+    """The box's settings, overridden by central's opening statement and suggested questions once the
+    sync agent has pulled them (central is authoritative for app configuration)."""
+    central_store = getattr(request.app.state, "central_parameters", None)
+    central = (await run_in_threadpool(central_store.get) if central_store is not None else None) or {}
     return {
-        "opening_statement": settings.opening_statement,
-        "suggested_questions": settings.suggested_questions,
+        "opening_statement": central.get("opening_statement") or settings.opening_statement,
+        "suggested_questions": central.get("suggested_questions") or settings.suggested_questions,
         "suggested_questions_after_answer": {"enabled": False},
         "speech_to_text": {"enabled": False},
         "text_to_speech": {"enabled": False, "voice": "", "language": "", "autoPlay": "disabled"},

@@ -43,6 +43,10 @@ class Unauthorized(ApiError):
         super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="api"'})
 
 
+class Forbidden(ApiError):
+    status, code, openai_type = 403, "forbidden", "invalid_request_error"
+
+
 class NotFound(ApiError):
     status, code, openai_type = 404, "not_found", "invalid_request_error"
 

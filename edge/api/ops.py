@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.concurrency import run_in_threadpool
 
 router = APIRouter()
 
@@ -35,4 +36,7 @@ async def metrics(request: Request) -> Response:
     assistant = getattr(state, "assistant", None)
     if assistant is not None:
         state.metrics.refresh(assistant.cache, getattr(state, "llm", None))
+    sync = getattr(state, "sync_figures", None)
+    if sync is not None:
+        state.metrics.refresh_sync(*await run_in_threadpool(sync))
     return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -44,6 +44,11 @@ class AnswerCache(Generic[V]):
             self.hits += 1
             return item[1]
 
+    def clear(self) -> None:
+        """Forget every answer (the answers they came from changed)."""
+        with self._lock:
+            self._items.clear()
+
     def put(self, query: str, value: V) -> None:
         if self._size <= 0:
             return

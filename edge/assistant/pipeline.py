@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -19,9 +20,18 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 
 from edge.api.errors import InvalidParam, Overloaded
-from edge.assistant.cache import AnswerCache
-from edge.assistant.policy import Decision, Route, decide
+from edge.assistant.cache import AnswerCache, cache_key
+from edge.assistant.policy import (
+    Decision,
+    GroundingLimits,
+    Route,
+    annotation_decision,
+    answers_from_curated,
+    decide,
+)
 from edge.assistant.prompts import build_messages
+from edge.assistant.retrieval import Retriever
+from edge.assistant.sources import Source
 from edge.inference.intent import IntentClassifier, IntentPrediction
 from edge.inference.llm import Generation, LlmEngine, QueueFull
 from edge.logs import CONVERSATION_ID
@@ -29,6 +39,8 @@ from edge.metrics import Metrics
 from edge.settings import Settings
 from edge.store.answers import CuratedAnswers
 from edge.store.conversations import ConversationStore
+from edge.store.knowledge import ANNOTATIONS_DATASET, ANNOTATIONS_NAME, KnowledgeStore
+from edge.store.writer import Writer
 from edge.text import normalise
 
 log = logging.getLogger(__name__)
@@ -55,7 +67,8 @@ class Finished:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_s: float = 0.0
-    sources: list[dict[str, Any]] = field(default_factory=list)
+    sources: list[Source] = field(default_factory=list)
+    annotation_id: str | None = None
 
 
 Event = Started | Delta | Finished
@@ -69,6 +82,8 @@ class Prepared:
     decision: Decision
     prediction: IntentPrediction | None
     generation: Generation | None = None
+    new_conversation: dict[str, Any] | None = None  # set when this turn opens the conversation
+    created_at: int = field(default_factory=lambda: int(time.time()))  # the message's, as Started reports it
 
 
 def wants_handoff(inputs: dict[str, Any]) -> bool:
@@ -90,6 +105,9 @@ class Assistant:
         curated: CuratedAnswers,
         cache: AnswerCache[str],
         metrics: Metrics | None = None,
+        retriever: Retriever | None = None,
+        writer: Writer | None = None,
+        knowledge: KnowledgeStore | None = None,
     ) -> None:
         self.settings = settings
         self.classifier = classifier
@@ -98,8 +116,20 @@ class Assistant:
         self.curated = curated
         self.cache = cache
         self.metrics = metrics
+        self.retriever = retriever
+        self.writer = writer  # turns commit through it (grouped); without one, each in the thread pool
+        self.limits = GroundingLimits(
+            llm_floor=settings.llm_floor,
+            max_chars_per_source=settings.grounding_chars_per_source,
+            max_chars=settings.grounding_chars,
+            annotation_min_score=settings.annotation_min_score,
+        )
+        self.knowledge = knowledge
         self.tasks: dict[str, tuple[str, Generation]] = {}
         self._curated: dict[str, str] = curated.all()
+        self._annotations: dict[str, tuple[str, str]] = {}  # cache_key(question) → (segment id, answer)
+        self._knowledge_version: int | None = None
+        self._knowledge_checked = -math.inf
 
     def curated_answers(self) -> dict[str, str]:
         """Curated answers held in memory; `reload_curated` after the sync agent changes them."""
@@ -107,6 +137,40 @@ class Assistant:
 
     def reload_curated(self) -> None:
         self._curated = self.curated.all()
+
+    async def _follow_knowledge(self) -> None:
+        """Every few seconds, see whether the sync agent changed knowledge or annotations; when it did,
+        reload the annotations and empty the hot-answer cache, which may hold a replaced answer."""
+        if self.knowledge is None:
+            return
+        now = time.monotonic()
+        if now - self._knowledge_checked < self.settings.knowledge_refresh_s:
+            return
+        self._knowledge_checked = now
+        version = await run_in_threadpool(self.knowledge.version)
+        if version == self._knowledge_version:
+            return
+        pairs = await run_in_threadpool(self.knowledge.qa_pairs, ANNOTATIONS_DATASET)
+        self._annotations = {cache_key(question): (segment_id, answer) for segment_id, question, answer in pairs}
+        if self._knowledge_version is not None:
+            self.cache.clear()
+            self.reload_curated()
+        self._knowledge_version = version
+
+    def _annotation(self, query: str) -> Decision | None:
+        """Central's annotation for exactly this question (normalised), checked before anything else."""
+        match = self._annotations.get(cache_key(query))
+        if match is None:
+            return None
+        segment = {
+            "id": match[0],
+            "dataset_id": ANNOTATIONS_DATASET,
+            "dataset_name": ANNOTATIONS_NAME,
+            "document_id": ANNOTATIONS_DATASET,
+            "document_name": ANNOTATIONS_NAME,
+            "answer": match[1],
+        }
+        return annotation_decision(segment, 1.0, self.settings.store_variables)
 
     def clean_query(self, query: str) -> str:
         cleaned = normalise(query.replace("\x00", ""))
@@ -116,12 +180,15 @@ class Assistant:
             raise InvalidParam(f"query is longer than {self.settings.max_query_chars} characters", param="query")
         return cleaned
 
-    async def _conversation(self, conversation_id: str | None, user: str, inputs: dict[str, Any]) -> str:
+    async def _conversation(
+        self, conversation_id: str | None, user: str, inputs: dict[str, Any]
+    ) -> tuple[str, dict[str, Any] | None]:
+        """The conversation's id, and for a new one what to create it with: it is written together with
+        its first turn (one write, not two), so no empty conversation is ever left behind."""
         if conversation_id:
             await run_in_threadpool(self.conversations.get, conversation_id, user)  # StoreError → 404 handler
-            return conversation_id
-        created = await run_in_threadpool(self.conversations.create, user, inputs)
-        return str(created["id"])
+            return conversation_id, None
+        return str(uuid.uuid4()), {"inputs": inputs}
 
     async def prepare(
         self,
@@ -132,28 +199,43 @@ class Assistant:
         history: list[tuple[str, str]] | None = None,
     ) -> Prepared:
         """Route the question; start the LLM if needed. Raises ApiError before anything is sent."""
-        conversation = await self._conversation(conversation_id, user, inputs)
+        conversation, new_conversation = await self._conversation(conversation_id, user, inputs)
         CONVERSATION_ID.set(conversation)
         if wants_handoff(inputs):
-            return Prepared(conversation, Decision(Route.HANDOFF), None)
+            return Prepared(conversation, Decision(Route.HANDOFF), None, new_conversation=new_conversation)
+        await self._follow_knowledge()
+        annotated = self._annotation(query)
+        if annotated is not None:
+            return Prepared(conversation, annotated, None, new_conversation=new_conversation)
         cached = self.cache.get(query)
         if cached is not None:
-            return Prepared(conversation, Decision(Route.CACHE, answer=cached), None)
+            return Prepared(conversation, Decision(Route.CACHE, answer=cached), None, new_conversation=new_conversation)
         prediction = await asyncio.wrap_future(self.classifier.submit(query))
-        decision = decide(prediction, self.curated_answers(), self.settings.store_variables, self.settings.llm_floor)
+        curated = self.curated_answers()
+        hits = []
+        if self.retriever is not None and not answers_from_curated(prediction, curated):
+            hits = await run_in_threadpool(self.retriever.search, query)
+        decision = decide(prediction, curated, self.settings.store_variables, self.limits, hits)
         if decision.route is Route.CURATED and decision.answer is not None:
             self.cache.put(query, decision.answer)
-        prepared = Prepared(conversation, decision, prediction)
+        prepared = Prepared(conversation, decision, prediction, new_conversation=new_conversation)
         if decision.route is Route.LLM:
             if self.llm is None:
                 prepared.decision = Decision(Route.HANDOFF)
                 return prepared
+            if history is None and new_conversation is not None:
+                history = []
             if history is None:
                 history = await run_in_threadpool(
                     self.conversations.recent_turns, conversation, self.settings.history_turns
                 )
             messages = build_messages(
-                self.settings.system_prompt, self.settings.store_variables, decision.grounding, history, query
+                self.settings.system_prompt,
+                self.settings.store_variables,
+                [source["content"] for source in decision.sources],
+                history,
+                query,
+                self.settings.few_shot,
             )
             try:
                 prepared.generation = self.llm.submit(messages, max_tokens=self.settings.llm_max_tokens)
@@ -169,7 +251,7 @@ class Assistant:
         message_id = str(uuid.uuid4())
         task_id = str(uuid.uuid4())
         decision = prepared.decision
-        yield Started(prepared.conversation_id, message_id, task_id, int(time.time()))
+        yield Started(prepared.conversation_id, message_id, task_id, prepared.created_at)
         parts: list[str] = []
         generation = prepared.generation
         try:
@@ -189,9 +271,8 @@ class Assistant:
             raise
         finally:
             self.tasks.pop(task_id, None)
-        finished = await run_in_threadpool(
-            self._persist, prepared, query, user, message_id, "".join(parts), started, None
-        )
+        persist = self.writer.run if self.writer is not None else run_in_threadpool
+        finished = await persist(self._persist, prepared, query, user, message_id, "".join(parts), started, None)
         yield finished
 
     def _persist(
@@ -207,7 +288,7 @@ class Assistant:
         generation = prepared.generation
         prediction = prepared.prediction
         route = prepared.decision.route
-        sources = [{"label": label, "content": text} for label, text in prepared.decision.grounding]
+        sources = prepared.decision.sources
         latency = time.perf_counter() - started
         prompt_tokens = generation.prompt_tokens if generation else 0
         completion_tokens = generation.completion_tokens if generation else 0
@@ -216,6 +297,8 @@ class Assistant:
             user,
             query,
             answer,
+            new_conversation=prepared.new_conversation,
+            created_at=prepared.created_at,
             route=route.value,
             intent=prediction.label if prediction else None,
             confidence=prediction.confidence if prediction else None,
@@ -233,7 +316,9 @@ class Assistant:
             "answered",
             extra={"conversation_id": prepared.conversation_id, "route": route.value, "latency_ms": latency * 1000},
         )
-        return Finished(message, route, prompt_tokens, completion_tokens, latency, sources)
+        return Finished(
+            message, route, prompt_tokens, completion_tokens, latency, sources, prepared.decision.annotation_id
+        )
 
     def _persist_later(self, *args: Any, error: str) -> None:
         """Record an interrupted turn without awaiting (we may be inside a closing generator)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 # Chat-template control markers (`<|im_start|>`, `<|eot_id|>`, `<s>`, …): a customer must not be able to
 # type a role switch, because the engine tokenizes the rendered prompt with special tokens enabled.
@@ -16,9 +17,10 @@ def defuse(text: str) -> str:
 def build_messages(
     system_prompt: str,
     variables: dict[str, str],
-    grounding: list[tuple[str, str]],
+    grounding: Sequence[str],
     history: list[tuple[str, str]],
     query: str,
+    few_shot: Sequence[tuple[str, str]] = (),
 ) -> list[dict[str, str]]:
     """Stable parts first (system prompt, store facts, past turns), the per-question grounding last.
 
@@ -28,12 +30,12 @@ def build_messages(
     facts = "\n".join(f"- {name}: {value}" for name, value in variables.items())
     system = system_prompt + (f"\n\nStore information:\n{facts}" if facts else "")
     messages = [{"role": "system", "content": system}]
-    for past_query, past_answer in history:
+    for past_query, past_answer in [*few_shot, *history]:
         messages.append({"role": "user", "content": defuse(past_query)})
         messages.append({"role": "assistant", "content": defuse(past_answer)})
     question = defuse(query)
     if grounding:
-        knowledge = "\n".join(f"- {text}" for _, text in grounding)
+        knowledge = "\n".join(f"- {text}" for text in grounding)
         question = f"Relevant answers from the store's knowledge:\n{knowledge}\n\nCustomer question: {question}"
     messages.append({"role": "user", "content": question})
     return messages

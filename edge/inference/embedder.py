@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,15 @@ def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
     pooled = summed / counts
     norms = np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
     return (pooled / norms).astype(np.float32)
+
+
+def embedder_id(component: Component) -> str:
+    """Names the vector space: vectors from different model or tokenizer files must never be compared."""
+    files = component.fragment.get("files", {})
+    digest = hashlib.sha256()
+    for name in (MODEL_FILE, TOKENIZER_FILE, CONFIG_FILE):
+        digest.update(str(files.get(name, {}).get("sha256", "")).encode())
+    return digest.hexdigest()
 
 
 class Embedder:

@@ -173,6 +173,8 @@ class ConversationStore:
         query: str,
         answer: str,
         *,
+        new_conversation: dict[str, Any] | None = None,
+        created_at: int | None = None,
         route: str,
         intent: str | None,
         confidence: float | None,
@@ -184,7 +186,12 @@ class ConversationStore:
         error: str | None = None,
         message_id: str | None = None,
     ) -> dict[str, Any]:
-        """Store one answered turn together with its outbox row: a turn never exists without it."""
+        """Store one answered turn together with its outbox row: a turn never exists without it.
+
+        `new_conversation` (its `inputs`, optionally `name`): the turn opens `conversation_id`, created in
+        the same transaction -- one write per first question instead of two, and never a conversation
+        without its first turn.
+        """
         message_id = message_id or str(uuid.uuid4())
         row = {
             "id": message_id,
@@ -201,12 +208,27 @@ class ConversationStore:
             "prompt_tokens": prompt_tokens,
             "completion_tokens": completion_tokens,
             "sources": json.dumps(sources, ensure_ascii=False),
-            "created_at": self._now(),
+            "created_at": self._now() if created_at is None else created_at,
         }
         payload_keys = ("conversation_id", "user", "query", "answer", "route", "intent", "confidence", "created_at")
         payload = {"message_id": message_id, **{key: row[key] for key in payload_keys}}
         with transaction(self.db):
-            self._row(conversation_id, user)
+            if new_conversation is not None:
+                inputs = new_conversation.get("inputs") or {}
+                self.db.execute(
+                    "INSERT INTO conversations (id, user, name, inputs, created_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        conversation_id,
+                        user,
+                        new_conversation.get("name", "New conversation"),
+                        json.dumps(inputs, ensure_ascii=False),
+                        row["created_at"],
+                        row["created_at"],
+                    ],
+                )
+            else:
+                inputs = json.loads(self._row(conversation_id, user)["inputs"] or "{}")
             try:
                 self.db.execute(
                     f"INSERT INTO messages ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})",
@@ -218,8 +240,7 @@ class ConversationStore:
                 "UPDATE conversations SET updated_at = ? WHERE id = ?", [row["created_at"], conversation_id]
             )
             self._outbox.enqueue("turn", message_id, payload)
-            rows = list(self.db.query(f"{_MESSAGE_SELECT} WHERE m.id = ?", [message_id]))
-        return _message_item(rows[0])
+        return _message_item({**row, "conversation_inputs": json.dumps(inputs), "feedback_rating": None})
 
     def messages(
         self, conversation_id: str, user: str, first_id: str | None, limit: int

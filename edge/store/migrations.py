@@ -148,7 +148,27 @@ def m003_sync_state(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: tuple[Migration, ...] = (m001_initial, m002_knowledge, m003_sync_state)
+def m004_push_and_parameters(db: sqlite_utils.Database) -> None:
+    """Records pushed to central (one per conversation part, written ahead of the send) and central's
+    app parameters (opening statement, suggested questions) as last pulled."""
+    db.execute(
+        """CREATE TABLE pushed_records (
+            conversation_id TEXT NOT NULL,
+            part INTEGER NOT NULL, -- 1 for a conversation's first record; turns after it go in part 2, ...
+            end_user TEXT NOT NULL, -- Dify `user` of the run: the idempotency key looked up before sending
+            status TEXT NOT NULL, -- sending | done | parked
+            outbox_ids TEXT NOT NULL, -- JSON list: the turns this record carries, fixed when it is first written
+            workflow_run_id TEXT,
+            last_error TEXT,
+            created_at REAL,
+            updated_at REAL,
+            PRIMARY KEY (conversation_id, part)
+        )"""
+    )
+    db.execute("CREATE TABLE central_parameters (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT, fetched_at REAL)")
+
+
+MIGRATIONS: tuple[Migration, ...] = (m001_initial, m002_knowledge, m003_sync_state, m004_push_and_parameters)
 
 
 def applied(db: sqlite_utils.Database) -> list[str]:

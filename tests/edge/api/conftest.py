@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from collections.abc import Iterator
@@ -13,25 +12,11 @@ from fastapi.testclient import TestClient
 
 from edge.app import create_app
 from edge.settings import Settings
-from quantize.bundle import write_component, write_json, write_manifest
-from quantize.sources import packaged_smollm2_gguf
 from tests.conftest import RETAIL
 
+STORE_FAQ = RETAIL.parent / "knowledge" / "store_faq.csv"
 KEY = "app-test-key-0123456789abcd"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-@pytest.fixture(scope="session")
-def api_bundle(tmp_path_factory: pytest.TempPathFactory, intent_build: tuple[Path, dict]) -> Path:
-    root = tmp_path_factory.mktemp("api") / "bundle"
-    shutil.copytree(intent_build[0], root / "intent")
-    llm = root / "llm"
-    llm.mkdir()
-    shutil.copyfile(packaged_smollm2_gguf(), llm / "model.gguf")
-    write_json(llm / "llm.json", {"context_length": 2048, "quant_type": "Q4_1"})
-    write_component(llm, "llm", ["model.gguf", "llm.json"], quantization={"type": "Q4_1"})
-    write_manifest(root, "api-test", {"intent": "intent", "llm": "llm"})
-    return root
 
 
 def make_settings(bundle: Path, data_dir: Path, **overrides: object) -> Settings:
@@ -40,6 +25,7 @@ def make_settings(bundle: Path, data_dir: Path, **overrides: object) -> Settings
         data_dir=data_dir,
         app_keys=[KEY],
         curated_answers_csv=RETAIL / "intent_responses.csv",
+        knowledge_seed_csvs=[STORE_FAQ],
         llm_max_tokens=24,
         rate_limit_per_s=1000.0,
         rate_limit_burst=1000,

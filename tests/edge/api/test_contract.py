@@ -18,7 +18,6 @@ import csv
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from edge.app import create_app
 from edge.assistant.pipeline import Delta, Started
 from tests.conftest import RETAIL
 from tests.edge.api.conftest import AUTH, make_settings
+from tests.fake_dify.spec import DIFY_ERROR, DifySpec, _problems  # one reading of the document for both
 
 pytestmark = pytest.mark.slow
 
@@ -45,17 +45,6 @@ USER = "abc-123"  # the user of the document's own request examples
 OPENAI_ROUTES = ("/v1/chat/completions", "/v1/models")
 UNDOCUMENTED_DIFY_ROUTES = {("get", "/v1/")}  # Dify's index route; the document leaves it out
 # Fields the document declares but Dify itself leaves out, so "every field" must not demand them.
-NOT_SENT_BY_DIFY = {"StreamEventChatError": {"task_id"}}  # spec §2.1 and §9.7: an error event has no task_id
-DIFY_ERROR = {
-    "type": "object",
-    "required": ["code", "message", "status"],
-    "properties": {
-        "code": {"type": "string", "minLength": 1},
-        "message": {"type": "string"},
-        "status": {"type": "integer", "minimum": 400, "maximum": 599},
-        "params": {"type": "string"},
-    },
-}
 OPENAI_ERROR = {
     "type": "object",
     "required": ["error"],
@@ -73,95 +62,6 @@ OPENAI_ERROR = {
         }
     },
 }
-_OAS_ONLY = frozenset({"nullable", "discriminator", "example", "xml", "externalDocs"})
-_LITERAL = frozenset({"enum", "default", "const", "examples", "required"})
-_FORMATS = jsonschema.FormatChecker(formats=["uuid"])
-
-
-@_FORMATS.checks("decimal", raises=(InvalidOperation, TypeError))
-def _is_decimal(instance: object) -> bool:
-    return not isinstance(instance, str) or Decimal(instance).is_finite()
-
-
-@_FORMATS.checks("int64")
-def _is_int64(instance: object) -> bool:
-    return not isinstance(instance, int) or -(2**63) <= instance < 2**63
-
-
-def _problems(validator: jsonschema.protocols.Validator, instance: Any) -> list[str]:
-    found = []
-    for error in validator.iter_errors(instance):
-        where = "/".join(str(part) for part in error.absolute_path) or "<root>"
-        detail = "; ".join(sorted({sub.message for sub in error.context or []}))
-        found.append(f"{where}: {error.message}" + (f" ({detail})" if detail else ""))
-    return found
-
-
-class DifySpec:
-    """Dify's OpenAPI 3.0 document, its schemas turned into JSON Schema validators."""
-
-    def __init__(self, document: dict[str, Any]) -> None:
-        self.document = document
-        self._validators: dict[tuple[str, bool], jsonschema.protocols.Validator] = {}
-
-    def resolve(self, ref: str) -> Any:
-        node: Any = self.document
-        for part in ref.removeprefix("#/").split("/"):
-            node = node[part.replace("~1", "/").replace("~0", "~")]
-        return node
-
-    def operation(self, method: str, app_path: str) -> dict[str, Any] | None:
-        return self.document["paths"].get(app_path.removeprefix("/v1"), {}).get(method)
-
-    def response_ref(self, method: str, app_path: str, status: str = "200") -> str:
-        """Where the document keeps the JSON schema of this operation's response."""
-        operation = self.operation(method, app_path)
-        assert operation is not None, f"{method.upper()} {app_path} is not in the document"
-        response = operation["responses"][status]
-        prefix = f"#/paths/{app_path.removeprefix('/v1').replace('/', '~1')}/{method}/responses/{status}"
-        if "$ref" in response:
-            prefix, response = response["$ref"], self.resolve(response["$ref"])
-        schema = response["content"]["application/json"]["schema"]
-        return schema.get("$ref", f"{prefix}/content/application~1json/schema")
-
-    def event_ref(self, event: str) -> str:
-        """The schema of one chat SSE event, from the document's own discriminator."""
-        mapping = self.document["components"]["schemas"]["ChunkChatEvent"]["discriminator"]["mapping"]
-        assert event in mapping, f"event {event!r} is not a chat stream event of the document"
-        return mapping[event]
-
-    def check(self, instance: Any, ref: str, *, every_field: bool) -> list[str]:
-        key = (ref, every_field)
-        if key not in self._validators:
-            optional = NOT_SENT_BY_DIFY.get(ref.rsplit("/", 1)[-1], set())
-            schema = self._convert({"$ref": ref}, every_field, optional, ())
-            jsonschema.Draft202012Validator.check_schema(schema)
-            self._validators[key] = jsonschema.Draft202012Validator(schema, format_checker=_FORMATS)
-        return _problems(self._validators[key], instance)
-
-    def _convert(self, node: Any, every_field: bool, optional: set[str], seen: tuple[str, ...]) -> Any:
-        """OpenAPI 3.0 → JSON Schema: $refs inlined, `nullable` as a null alternative, OAS-only keys dropped."""
-        if isinstance(node, list):
-            return [self._convert(item, every_field, optional, seen) for item in node]
-        if not isinstance(node, dict):
-            return node
-        if "$ref" in node:
-            if node["$ref"] in seen:  # a recursive schema: stop checking below this depth
-                return {}
-            out = self._convert(self.resolve(node["$ref"]), every_field, optional, (*seen, node["$ref"]))
-        else:
-            out = {}
-            for key, value in node.items():
-                if key in _OAS_ONLY or key in _LITERAL:
-                    if key in _LITERAL:
-                        out[key] = value
-                elif key == "properties":
-                    out[key] = {name: self._convert(sub, every_field, optional, seen) for name, sub in value.items()}
-                else:
-                    out[key] = self._convert(value, every_field, optional, seen)
-            if every_field and "properties" in node:
-                out["required"] = sorted((set(out.get("required", [])) | set(node["properties"])) - optional)
-        return {"anyOf": [out, {"type": "null"}]} if node.get("nullable") is True else out
 
 
 def dify_error_problems(response: Any) -> list[str]:

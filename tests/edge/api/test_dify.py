@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 import uuid
 from pathlib import Path
 
@@ -118,10 +119,42 @@ def test_llm_route_streams_and_records_tokens(llm_client: TestClient) -> None:
 def test_handoff_when_nothing_is_relevant(api_bundle: Path, tmp_path: Path) -> None:
     answers = tmp_path / "answers.csv"
     answers.write_text("label,answer\n")
-    settings = make_settings(api_bundle, tmp_path / "data", curated_answers_csv=answers, llm_floor=1.0)
+    settings = make_settings(
+        api_bundle, tmp_path / "data", curated_answers_csv=answers, llm_floor=1.0, knowledge_seed_csvs=[]
+    )
     with TestClient(create_app(settings)) as client:
         body = chat(client, CANCEL)
     assert body["metadata"]["route"] == "handoff" and body["answer"] == settings.handoff_message
+
+
+def wait_for_index(client: TestClient) -> None:
+    retriever = client.app.state.assistant.retriever
+    deadline = time.monotonic() + 60
+    while retriever.store.missing_vectors(retriever.embedder_id, 1):
+        assert time.monotonic() < deadline, "the seed knowledge was never indexed"
+        time.sleep(0.05)
+
+
+def test_knowledge_grounds_the_llm_and_is_cited(client: TestClient) -> None:
+    wait_for_index(client)
+    body = chat(client, "are dogs allowed inside?")
+    metadata = body["metadata"]
+    assert metadata["route"] == "llm" and body["answer"]
+    cited = [r for r in metadata["retriever_resources"] if r["data_source_type"] == "knowledge"]
+    assert cited and cited[0]["document_name"] == "store_faq"
+    assert cited[0]["content"].startswith("Q: Are dogs allowed in the store?")
+    assert 0.5 <= cited[0]["score"] <= 1.0
+    page = client.get(
+        "/v1/messages", headers=AUTH, params={"conversation_id": body["conversation_id"], "user": "kiosk-1"}
+    ).json()
+    assert page["data"][0]["retriever_resources"] == metadata["retriever_resources"]
+
+
+def test_unrelated_question_is_handed_off(client: TestClient) -> None:
+    wait_for_index(client)
+    body = chat(client, "What is the capital of France?")
+    assert body["metadata"]["route"] in {"handoff", "llm"}
+    assert all(r["data_source_type"] != "knowledge" for r in body["metadata"]["retriever_resources"])
 
 
 @pytest.mark.parametrize("flag", [True, "true", 1])

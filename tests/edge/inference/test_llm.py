@@ -259,3 +259,18 @@ def test_token_bytes_keeps_pieces_longer_than_32_bytes(model_path: Path) -> None
         assert all(token_bytes(vocab, token) == vocab_only.detokenize([token]) for token in range(2, 3000))
     finally:
         vocab_only.close()
+
+
+def test_q8_kv_cache_answers_like_f16_and_bad_types_are_refused(model_path: Path, engine: LlmEngine) -> None:
+    quantized = LlmEngine(model_path, n_ctx=256, kv_cache="q8_0")
+    quantized.start()
+    try:
+        text = quantized.submit(ask("How do I get a refund?"), max_tokens=12, temperature=0.0).result(timeout=60)
+    finally:
+        quantized.close()
+    assert text.strip()
+    reference = solo(engine, "How do I get a refund?", max_tokens=12)
+    # q8_0 rounding may change a late token, not the opening of a greedy answer
+    assert text.split()[:2] == reference.split()[:2]
+    with pytest.raises(LlmError, match="kv_cache"):
+        LlmEngine(model_path, kv_cache="q4")

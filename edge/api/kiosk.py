@@ -1,0 +1,153 @@
+"""The kiosk page, served by the box itself: `/` (HTML + session cookie), `/ui/*` assets, `/kiosk/*`.
+
+Every asset is a file of `edge/ui/` shipped with the package; the page names no other host, and its
+Content-Security-Policy forbids the browser to reach one. Assets are read once at start-up (a few
+kilobytes), and `/` links them as `/ui/<name>?v=<hash>` so they can be cached for good yet change
+with an upgrade.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import sqlite_utils
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from edge.api.errors import NotFound
+from edge.api.kiosk_auth import COOKIE, KioskSessions, check_same_origin, load_or_create_secret
+from edge.settings import Settings
+from edge.store.sync_state import SyncState
+
+router = APIRouter()
+ASSETS = ("index.html", "kiosk.css", "i18n.js", "kiosk.js")
+CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8", ".js": "text/javascript"}
+STATUS_POLL_S = 15
+# The page may reach the box and nothing else; `data:` only for the empty favicon.
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
+
+
+@dataclass(frozen=True)
+class Asset:
+    body: bytes
+    content_type: str
+    version: str
+
+    @property
+    def etag(self) -> str:
+        return f'"{self.version}"'
+
+
+def load_assets() -> dict[str, Asset]:
+    folder = resources.files("edge") / "ui"
+    assets: dict[str, Asset] = {}
+    for name in ASSETS:
+        body = (folder / name).read_bytes()
+        content_type = CONTENT_TYPES[name[name.rindex(".") :]]
+        assets[name] = Asset(body, content_type, hashlib.sha256(body).hexdigest()[:16])
+    page = assets["index.html"]
+    linked = re.sub(
+        rb'"/ui/([\w.-]+)"',
+        lambda m: b'"/ui/%s?v=%s"' % (m.group(1), assets[m.group(1).decode()].version.encode()),
+        page.body,
+    )
+    assets["index.html"] = Asset(linked, page.content_type, page.version)
+    return assets
+
+
+@dataclass(frozen=True)
+class Kiosk:
+    """Everything the kiosk routes need, built in the app's lifespan (None when the page is off)."""
+
+    sessions: KioskSessions
+    assets: dict[str, Asset]
+    sync_state: SyncState
+
+
+def open_kiosk(settings: Settings, db: sqlite_utils.Database) -> Kiosk | None:
+    if not settings.ui_enabled:
+        return None
+    return Kiosk(KioskSessions(load_or_create_secret(settings.data_dir)), load_assets(), SyncState(db))
+
+
+def _kiosk(request: Request) -> Kiosk:
+    kiosk: Kiosk | None = getattr(request.app.state, "kiosk", None)
+    if kiosk is None:
+        raise NotFound("The kiosk page is switched off on this box (KIOSK_UI_ENABLED=false).")
+    return kiosk
+
+
+def _set_session(request: Request, response: Response, kiosk: Kiosk) -> None:
+    response.set_cookie(
+        COOKIE,
+        kiosk.sessions.issue(),
+        max_age=kiosk.sessions.max_age_s,
+        path="/",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+
+
+@router.get("/", include_in_schema=False)
+async def page(request: Request) -> Response:
+    """The kiosk page, with a fresh session: a reload is a new shopper."""
+    kiosk = _kiosk(request)
+    asset = kiosk.assets["index.html"]
+    response = Response(
+        asset.body, media_type=asset.content_type, headers={**SECURITY_HEADERS, "Cache-Control": "no-store"}
+    )
+    _set_session(request, response, kiosk)
+    return response
+
+
+@router.get("/ui/{name}", include_in_schema=False)
+async def asset(name: str, request: Request, v: str | None = None) -> Response:
+    asset = _kiosk(request).assets.get(name)
+    if asset is None or name == "index.html":
+        raise NotFound("No such kiosk asset.")
+    # Linked with its own hash: cache for good. Anything else: revalidate (a 304 is a few bytes).
+    cache = "public, max-age=31536000, immutable" if v == asset.version else "no-cache"
+    headers = {**SECURITY_HEADERS, "Cache-Control": cache, "ETag": asset.etag}
+    if request.headers.get("if-none-match") == asset.etag:
+        return Response(status_code=304, headers=headers)
+    return Response(asset.body, media_type=asset.content_type, headers=headers)
+
+
+@router.post("/kiosk/session", include_in_schema=False)
+async def new_session(request: Request) -> Response:
+    """A new session for the next shopper (the page asks at every idle reset, and after a 401)."""
+    kiosk = _kiosk(request)
+    check_same_origin(request)
+    response = Response(b'{"result":"success"}', media_type="application/json", headers={"Cache-Control": "no-store"})
+    _set_session(request, response, kiosk)
+    return response
+
+
+@router.get("/kiosk/status")
+async def status(request: Request) -> dict[str, Any]:
+    """What the kiosk page shows besides answers: central's connectivity (as the sync agent last saw
+    it: online, offline, or unknown when no recent record) and the page's own settings. No key needed,
+    like `/healthz`: it tells nothing a shopper standing at the kiosk could not see."""
+    kiosk = _kiosk(request)
+    settings: Settings = request.app.state.settings
+    central = await run_in_threadpool(kiosk.sync_state.central, settings.central_max_age_s)
+    return {
+        **central,
+        "idle_reset_s": settings.ui_idle_reset_s,
+        "language": settings.ui_language,
+        "poll_s": STATUS_POLL_S,
+    }

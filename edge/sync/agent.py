@@ -1,0 +1,205 @@
+"""`edge sync`: the agent process beside the server, sharing its SQLite database (WAL).
+
+Each pass probes central (`GET /v1/`, short timeout) and, when it answers, runs the streams in
+order: parameters, annotations, knowledge (pull), then conversations (push). What each stream last
+did goes to `sync_state`, where `edge sync status`, the server's `/metrics` and the kiosk page's
+offline indicator read it. While central is unreachable the agent waits with exponential backoff
+and jitter; a stream whose key is refused (401/403) stops and says so -- retrying a revoked key or
+a disabled app changes nothing -- until the agent is restarted with new settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import sqlite_utils
+
+from edge.bundle import load_bundle
+from edge.inference.embedder import Embedder, embedder_id
+from edge.settings import Settings
+from edge.store.knowledge import KnowledgeStore
+from edge.store.outbox import Outbox
+from edge.store.parameters import CentralParameters
+from edge.store.sync_state import CENTRAL, SyncState
+from edge.sync.client import AuthFailed, DifyClient, Rejected, SyncError, Unreachable
+from edge.sync.pull import pull_annotations, pull_knowledge, pull_parameters
+from edge.sync.push import Pusher, PushPolicy, WorkflowSink, backoff
+
+log = logging.getLogger(__name__)
+STREAMS = ("parameters", "annotations", "knowledge", "push")
+
+
+@dataclass(frozen=True)
+class PassResult:
+    online: bool
+    outcomes: dict[str, str]  # stream → ok | failed | stopped | off
+
+
+def _secret(value: Any) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+class SyncAgent:
+    def __init__(
+        self,
+        settings: Settings,
+        db: sqlite_utils.Database,
+        client: DifyClient,
+        *,
+        embedder_factory: Callable[[], tuple[Embedder, str]] | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.client = client
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.state = SyncState(db, clock=clock)
+        self.knowledge = KnowledgeStore(db, clock=clock)
+        self.parameters = CentralParameters(db, clock=clock)
+        self.outbox = Outbox(db, clock=clock)
+        self.stopped: dict[str, str] = {}
+        self.failures = 0  # consecutive passes that could not reach central
+        self._embedder_factory = embedder_factory or (lambda: load_embedder(settings))
+        self._embedder: tuple[Embedder, str] | None = None
+        ingest = _secret(settings.central_ingest_key)
+        self.pusher = (
+            Pusher(
+                db,
+                WorkflowSink(client, ingest),
+                PushPolicy(
+                    store_id=settings.store_id,
+                    kiosk_id=settings.kiosk_id,
+                    idle_s=settings.sync_idle_s,
+                    max_attempts=settings.sync_max_attempts,
+                    backoff_max_s=settings.sync_backoff_max_s,
+                ),
+                clock=clock,
+                rng=self.rng,
+            )
+            if ingest
+            else None
+        )
+
+    def embedder(self) -> tuple[Embedder, str]:
+        if self._embedder is None:
+            self._embedder = self._embedder_factory()
+        return self._embedder
+
+    def probe(self) -> bool:
+        try:
+            info = self.client.probe(self.settings.sync_probe_timeout_s)
+        except SyncError as exc:
+            self.state.record(CENTRAL, "offline", success=False, error=str(exc))
+            return False
+        self.state.record(CENTRAL, "online", success=True, details={"server_version": info.get("server_version")})
+        return True
+
+    def _streams(self) -> dict[str, Callable[[], Any] | None]:
+        app_key = _secret(self.settings.central_app_key)
+        dataset_key = _secret(self.settings.central_dataset_key)
+
+        def knowledge() -> Any:
+            embedder, space = self.embedder()
+            return pull_knowledge(
+                self.client, dataset_key, self.settings.central_dataset_ids, self.knowledge, embedder, space
+            )
+
+        def annotations() -> Any:
+            embedder, space = self.embedder()
+            return pull_annotations(self.client, app_key, self.knowledge, embedder, space)
+
+        return {
+            "parameters": (lambda: pull_parameters(self.client, app_key, self.parameters)) if app_key else None,
+            "annotations": annotations if app_key else None,
+            "knowledge": knowledge if dataset_key else None,
+            "push": self.pusher.run if self.pusher else None,
+        }
+
+    def run_once(self) -> PassResult:
+        """One pass: probe, then every configured stream that is not stopped."""
+        if not self.probe():
+            self.failures += 1
+            return PassResult(False, {})
+        outcomes: dict[str, str] = {}
+        for name, step in self._streams().items():
+            if step is None:
+                outcomes[name] = "off"
+                continue
+            if name in self.stopped:
+                outcomes[name] = "stopped"
+                continue
+            outcomes[name] = self._run_stream(name, step)
+            if outcomes[name] == "unreachable":
+                self.failures += 1
+                self.state.record(CENTRAL, "offline", success=False, error=f"{name}: central stopped answering")
+                return PassResult(False, outcomes)
+        self.failures = 0
+        return PassResult(True, outcomes)
+
+    def run_stream(self, name: str) -> str:
+        """Run one configured stream now (benchmarks, operators); returns its outcome."""
+        step = self._streams()[name]
+        return "off" if step is None else self._run_stream(name, step)
+
+    def _run_stream(self, name: str, step: Callable[[], Any]) -> str:
+        try:
+            report = step()
+        except AuthFailed as exc:
+            self.stopped[name] = str(exc)
+            self.state.record(name, "stopped", success=False, error=f"{exc} -- fix the key and restart the agent")
+            log.error("sync stream stopped", extra={"stream": name, "error": str(exc)})
+            return "stopped"
+        except Unreachable as exc:
+            self.state.record(name, "failed", success=False, error=str(exc))
+            return "unreachable"
+        except Rejected as exc:
+            self.state.record(name, "failed", success=False, error=str(exc))
+            return "failed"
+        details = asdict(report) if hasattr(report, "__dataclass_fields__") else {}
+        errors = details.get("errors") or []
+        self.state.record(name, "ok", success=True, error="; ".join(errors[:3]) or None, details=details)
+        return "ok"
+
+    def next_wait_s(self, result: PassResult) -> float:
+        if result.online:
+            return self.settings.sync_interval_s
+        return max(1.0, backoff(self.failures, 2.0, self.settings.sync_backoff_max_s, self.rng))
+
+    def run_forever(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                result = self.run_once()
+            except Exception:  # a bug must not end the agent: log it, wait, try again
+                log.exception("sync pass failed")
+                result = PassResult(False, {})
+                self.failures += 1
+            stop.wait(self.next_wait_s(result))
+
+    def status(self) -> dict[str, Any]:
+        """What `edge sync status` prints: state per stream, outbox depth, parked rows and their reasons."""
+        parked = self.outbox.parked()
+        return {
+            "central_url": self.settings.central_url,
+            "streams": {row["stream"]: row for row in self.state.all()},
+            "outbox_pending": self.outbox.depth(),
+            "outbox_parked": len(parked),
+            "parked": [
+                {"id": row["id"], "ref": row["ref"], "attempts": row["attempts"], "reason": row["last_error"]}
+                for row in parked[:50]
+            ],
+        }
+
+
+def load_embedder(settings: Settings) -> tuple[Embedder, str]:
+    """The bundle's embedder: the agent's vectors must be the ones the server searches with."""
+    bundle = load_bundle(settings.bundle_dir, verify=settings.verify_bundle)
+    component = bundle.component("embedder")
+    return Embedder.from_component(component, threads=settings.embedder_threads), embedder_id(component)

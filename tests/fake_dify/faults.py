@@ -1,0 +1,257 @@
+"""Scripted faults: which requests misbehave, how, and how many times.
+
+A rule matches requests (method, a glob on the path, query values, the effective `page`), lets the
+first `skip` matches through, then fires `times` times (None: forever). Its phase says when:
+
+* before — instead of handling the request (nothing is committed): an error, a drop, a stall;
+* after  — the request is handled and committed, then the response is replaced: "commit then fail";
+* stream — inside an SSE answer: drop the connection or send an `error` event after N events;
+* hook   — after the response, run an edit of central's state (page drift, a key revoked mid-run).
+
+Rules are plain data (`Rule.spec`) so the control API can take them as JSON; hooks may also be
+Python callables when the fake runs in-process.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import itertools
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import parse_qs
+
+from tests.fake_dify.errors import DifyError, Forbidden, TooManyRequests, Unauthorized, default_error
+
+Phase = Literal["before", "after", "stream", "hook"]
+KINDS: dict[str, tuple[Phase, ...]] = {
+    "error": ("before", "after"),
+    "drop": ("before", "after"),
+    "stall": ("before", "after"),
+    "sse_drop": ("stream",),
+    "sse_error": ("stream",),
+    "mutate": ("hook",),
+}
+PROXY_STATUSES = (502, 503, 504)
+KNOWLEDGE_RATE_LIMIT = "Sorry, you have reached the knowledge base request rate limit of your subscription."
+STREAM_ERROR = "Connection error."  # what a provider InvokeError looks like to a Dify client
+
+
+class ConnectionDropped(Exception):
+    """Raised inside the app to close the client's connection without (the rest of) a response."""
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+
+    @classmethod
+    def from_scope(cls, scope: dict[str, Any]) -> RequestInfo:
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+        return cls(scope["method"].upper(), scope["path"], query)
+
+    @property
+    def page(self) -> int | None:
+        raw = self.query.get("page", ["1"])[0]
+        return int(raw) if raw.isdigit() else None
+
+
+@dataclass
+class Rule:
+    """One scripted fault; `spec` is its JSON form (what the control API lists)."""
+
+    id: str
+    kind: str
+    phase: Phase
+    path: str
+    method: str | None = None
+    query: dict[str, str] = field(default_factory=dict)
+    page: int | None = None
+    skip: int = 0
+    times: int | None = 1
+    status: int = 500
+    code: str | None = None
+    message: str | None = None
+    seconds: float | None = None  # stall: None means the app's default stall
+    after_events: int = 1
+    mutation: dict[str, Any] | None = None
+    action: Callable[[Any], Any] | None = None
+    seen: int = 0
+    fired: int = 0
+
+    def matches(self, request: RequestInfo) -> bool:
+        return (
+            (self.method is None or self.method.upper() == request.method)
+            and fnmatch.fnmatchcase(request.path, self.path)
+            and all(request.query.get(k, [None])[0] == v for k, v in self.query.items())
+            and (self.page is None or request.page == self.page)
+        )
+
+    def error(self) -> DifyError | None:
+        """The Dify error to send, or None for a proxy's HTML page (502/503/504 without a code)."""
+        if self.code is None and self.status in PROXY_STATUSES:
+            return None
+        base = default_error(self.status)
+        return DifyError(
+            self.message or base.message, code=self.code or base.code, status=self.status, headers=base.headers
+        )
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        keys = ("id", "kind", "phase", "path", "method", "query", "page", "skip", "times", "seen", "fired")
+        body = {k: getattr(self, k) for k in keys}
+        extra = {
+            "error": ("status", "code", "message"),
+            "stall": ("seconds",),
+            "sse_drop": ("after_events",),
+            "sse_error": ("after_events", "status", "code", "message"),
+            "mutate": ("mutation",),
+        }
+        body |= {k: getattr(self, k) for k in extra.get(self.kind, ())}
+        if self.action is not None:
+            body["action"] = getattr(self.action, "__name__", "callable")
+        return body
+
+
+class Faults:
+    """The fault schedule of one fake; thread-safe (tests add rules while the server runs)."""
+
+    def __init__(self) -> None:
+        self._rules: list[Rule] = []
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+
+    # --- the general form -------------------------------------------------------------------------
+
+    def add(self, spec: dict[str, Any]) -> Rule:
+        """Add a rule from its JSON form: {"kind", "path", "after"?, "method"?, "query"?, "page"?, ...}."""
+        spec = dict(spec)
+        kind = spec.pop("kind", None)
+        if kind not in KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; known: {', '.join(KINDS)}")
+        if "path" not in spec:
+            raise ValueError("a fault needs a path (a glob such as /v1/workflows/run)")
+        phase: Phase = "after" if spec.pop("after", False) else KINDS[kind][0]
+        if phase not in KINDS[kind]:
+            raise ValueError(f"a {kind} fault cannot be applied after the response")
+        allowed = set(Rule.__dataclass_fields__) - {"id", "kind", "phase", "seen", "fired"}
+        unknown = set(spec) - allowed
+        if unknown:
+            raise ValueError(f"unknown fault fields: {', '.join(sorted(unknown))}")
+        if kind == "mutate" and spec.get("mutation") is None and spec.get("action") is None:
+            raise ValueError("a mutate fault needs a mutation (JSON) or an action (callable)")
+        with self._lock:
+            rule = Rule(id=f"fault-{next(self._ids)}", kind=kind, phase=phase, **spec)
+            self._rules.append(rule)
+            return rule
+
+    def take(self, phase: Phase, request: RequestInfo) -> Rule | None:
+        """The first rule of this phase that fires for this request (every matching rule counts it)."""
+        chosen = None
+        with self._lock:
+            for rule in self._rules:
+                if rule.phase != phase or not rule.matches(request):
+                    continue
+                rule.seen += 1
+                if chosen is None and rule.seen > rule.skip and (rule.times is None or rule.fired < rule.times):
+                    rule.fired += 1
+                    chosen = rule
+        return chosen
+
+    def hooks(self, request: RequestInfo) -> list[Rule]:
+        """Every hook that fires after this request."""
+        fired = []
+        with self._lock:
+            for rule in self._rules:
+                if rule.phase == "hook" and rule.matches(request):
+                    rule.seen += 1
+                    if rule.seen > rule.skip and (rule.times is None or rule.fired < rule.times):
+                        rule.fired += 1
+                        fired.append(rule)
+        return fired
+
+    def rules(self) -> list[Rule]:
+        with self._lock:
+            return list(self._rules)
+
+    def remove(self, rule_id: str) -> None:
+        with self._lock:
+            before = len(self._rules)
+            self._rules = [r for r in self._rules if r.id != rule_id]
+            if len(self._rules) == before:
+                raise KeyError(rule_id)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rules.clear()
+
+    # --- the named faults of issue #6 -------------------------------------------------------------
+
+    def error(self, path: str, status: int = 500, *, after: bool = False, **options: Any) -> Rule:
+        """Answer `status` in Dify's envelope (502/503/504 without a code: a proxy's HTML page)."""
+        return self.add({"kind": "error", "path": path, "status": status, "after": after, **options})
+
+    def rate_limit(self, path: str, **options: Any) -> Rule:
+        """429 too_many_requests, and no `Retry-After` header: Dify never sends one."""
+        message = "Too many requests. Please try again later. The current maximum concurrent requests allowed is 1."
+        return self.error(path, TooManyRequests.status, code="too_many_requests", message=message, **options)
+
+    def knowledge_rate_limit(self, path: str = "/v1/datasets*", **options: Any) -> Rule:
+        """Cloud's knowledge rate limit arrives as 403, not 429."""
+        return self.error(path, 403, code=Forbidden.code, message=KNOWLEDGE_RATE_LIMIT, **options)
+
+    def unauthorized(self, path: str, **options: Any) -> Rule:
+        """401 'Access token is invalid' for these requests only (see `FakeDifyState.revoke_key` for good)."""
+        return self.error(path, 401, code=Unauthorized.code, message="Access token is invalid", **options)
+
+    def app_disabled(self, path: str, **options: Any) -> Rule:
+        """403 as if the app's API were switched off, for these requests only."""
+        return self.error(path, 403, code=Forbidden.code, message="The app's API service has been disabled.", **options)
+
+    def drop(self, path: str, *, after: bool = False, **options: Any) -> Rule:
+        """Close the TCP connection without a response (after=True: once the request is committed)."""
+        return self.add({"kind": "drop", "path": path, "after": after, **options})
+
+    def stall(self, path: str, seconds: float | None = None, *, after: bool = False, **options: Any) -> Rule:
+        """Say nothing for `seconds` (or until the client gives up), then answer as usual."""
+        return self.add({"kind": "stall", "path": path, "seconds": seconds, "after": after, **options})
+
+    def commit_then(self, path: str, failure: int | str = 502, **options: Any) -> Rule:
+        """Handle and commit the request, then fail it: a status (502 by default), "drop" or "stall"."""
+        if failure == "drop":
+            return self.drop(path, after=True, **options)
+        if failure == "stall":
+            return self.stall(path, after=True, **options)
+        return self.error(path, int(failure), after=True, **options)
+
+    def sse_drop(self, path: str = "/v1/chat-messages", after_events: int = 1, **options: Any) -> Rule:
+        """Cut a streamed answer's connection after `after_events` data events."""
+        return self.add({"kind": "sse_drop", "path": path, "after_events": after_events, **options})
+
+    def sse_error(
+        self,
+        path: str = "/v1/chat-messages",
+        after_events: int = 1,
+        *,
+        status: int = 400,
+        code: str = "completion_request_error",
+        message: str = STREAM_ERROR,
+        **options: Any,
+    ) -> Rule:
+        """End a streamed answer with an `error` event (no task_id) after `after_events` data events."""
+        spec = {"kind": "sse_error", "path": path, "after_events": after_events, "status": status, "code": code}
+        return self.add({**spec, "message": message, **options})
+
+    def hook(self, path: str, action: Callable[[Any], Any] | dict[str, Any], **options: Any) -> Rule:
+        """After a matching request is answered, edit central: a callable(state) or a mutation dict."""
+        key = "action" if callable(action) else "mutation"
+        return self.add({"kind": "mutate", "path": path, key: action, **options})
+
+    def between_pages(
+        self, path: str, page: int, action: Callable[[Any], Any] | dict[str, Any], **options: Any
+    ) -> Rule:
+        """Page drift: edit central right after page `page` of a listing is served, before the next."""
+        return self.hook(path, action, page=page, **options)
