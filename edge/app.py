@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge.api import dify, kiosk, openai, ops
 from edge.api.auth import KeyRing, RateLimiter
-from edge.api.errors import OPENAI_PATHS, PayloadTooLarge, envelope, install_error_handlers
+from edge.api.errors import OPENAI_PATHS, PayloadTooLarge, dify_openapi, envelope, install_error_handlers
 from edge.assistant.cache import AnswerCache
 from edge.assistant.pipeline import Assistant
 from edge.assistant.retrieval import RetrievalConfig, Retriever
@@ -167,6 +167,7 @@ def create_app(settings: Settings, bundle: Bundle | None = None) -> FastAPI:
     app.state.metrics = Metrics()
     app.state.kiosk = None  # the kiosk page's sessions and assets, once the lifespan runs
     install_error_handlers(app)
+    app.openapi = lambda: dify_openapi(app)  # type: ignore[method-assign]
     app.include_router(ops.router)
     app.include_router(openai.router)
     app.include_router(dify.router)

@@ -51,8 +51,17 @@ def calibrate_threshold(
         already = int((is_oos & predicted_oos).sum())
         remaining = np.sort(confidence[is_oos & ~predicted_oos])
         missing = max(0, needed - already)
-        threshold = float(np.nextafter(remaining[missing - 1], 1.0)) if missing else 0.0
-        method = f"lowest threshold reaching {target_oos_recall:.0%} out-of-scope recall"
+        recall_floor = float(np.nextafter(remaining[missing - 1], 1.0)) if missing else 0.0
+        # The oos class may reach the recall target on its own (threshold 0), but held-out oos rows are
+        # one kind of stranger; the coverage floor keeps the box unsure of anything it is unsure of.
+        in_scope = confidence[~is_oos]
+        coverage_floor = float(np.quantile(in_scope, 1.0 - target_coverage, method="lower")) if len(in_scope) else 0.0
+        threshold = max(recall_floor, coverage_floor)
+        method = (
+            f"the higher of the lowest threshold reaching {target_oos_recall:.0%} out-of-scope recall "
+            f"({recall_floor:.3f}) and the one keeping {target_coverage:.0%} of in-scope questions answered "
+            f"({coverage_floor:.3f})"
+        )
         target = target_oos_recall
     else:
         threshold = float(np.quantile(confidence, 1.0 - target_coverage, method="lower")) if len(confidence) else 0.0

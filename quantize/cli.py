@@ -143,13 +143,14 @@ def main(verbose: bool) -> None:
     "--data",
     type=click.Path(path_type=Path),
     required=True,
-    help="CSV or JSONL with `text,label` (labels may be `domain.intent`).",
+    multiple=True,
+    help="CSV or JSONL with `text,label` (labels may be `domain.intent`); repeat to train on several files.",
 )
 @click.option(
     "--eval-data",
     type=click.Path(path_type=Path),
-    default=None,
-    help="Held-out CSV/JSONL; without it a stratified split of --data is held out.",
+    multiple=True,
+    help="Held-out CSV/JSONL (repeatable); without it a stratified split of --data is held out.",
 )
 @click.option(
     "--held-out",
@@ -187,7 +188,10 @@ def main(verbose: bool) -> None:
     help="Gate: largest INT8 accuracy loss against FP32, in points.",
 )
 @click.option(
-    "--min-accuracy", type=click.FloatRange(0, 1), default=None, help="Gate: lowest INT8 accuracy to publish (0-1)."
+    "--min-accuracy",
+    type=click.FloatRange(0, 1),
+    default=None,
+    help="Gate: lowest INT8 accuracy to publish (0-1); the in-scope accuracy when held-out data has --oos-label rows.",
 )
 @click.option(
     "--oos-label", default="oos", show_default=True, help="Label of out-of-scope examples, when the data has them."
@@ -236,6 +240,7 @@ def intent(**kwargs: Any) -> None:
     )
     train = TrainConfig(**{key: kwargs.pop(key) for key in train_keys})
     progress = not kwargs.pop("no_progress")
+    kwargs["eval_data"] = kwargs["eval_data"] or None
     options = IntentOptions(train=train, progress=progress, split_seed=train.seed, **kwargs)
     report = build_intent(options)
     click.echo((options.out / "report.md").read_text(encoding="utf-8"))

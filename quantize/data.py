@@ -12,6 +12,7 @@ import csv
 import hashlib
 import json
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -128,7 +129,39 @@ def load_examples(path: Path) -> tuple[list[Example], CleaningReport]:
             report.note("empty label", line, raw_text)
             continue
         candidates.append((line, Example(cleaned.text, label)))
+    kept = _drop_duplicates_and_conflicts(candidates, report)
+    if not kept:
+        raise DataError(f"{path}: no usable rows (read {report.rows_read}, dropped {dict(report.dropped)})")
+    return kept, report
 
+
+def load_files(paths: Sequence[Path]) -> tuple[list[Example], list[CleaningReport]]:
+    """Read and clean several files as one data set, in order; one report per file.
+
+    Duplicates and contradictions are also looked for across the files; when there are any, a last
+    report (source `across files`) says what was dropped.
+    """
+    if not paths:
+        raise DataError("no data files given")
+    candidates: list[tuple[int, Example]] = []
+    reports: list[CleaningReport] = []
+    for path in paths:
+        examples, report = load_examples(path)
+        reports.append(report)
+        candidates += [(len(candidates) + 1, example) for example in examples]
+    if len(paths) == 1:
+        return [example for _, example in candidates], reports
+    across = CleaningReport(source="across files", rows_read=len(candidates))
+    kept = _drop_duplicates_and_conflicts(candidates, across)
+    if not kept:
+        raise DataError(f"no usable rows across {', '.join(str(p) for p in paths)}")
+    if across.dropped:
+        reports.append(across)
+    return kept, reports
+
+
+def _drop_duplicates_and_conflicts(candidates: list[tuple[int, Example]], report: CleaningReport) -> list[Example]:
+    """Drop exact duplicates, and every row whose text other rows label differently; note both in `report`."""
     seen: set[Example] = set()
     unique: list[tuple[int, Example]] = []
     for line, example in candidates:
@@ -152,9 +185,7 @@ def load_examples(path: Path) -> tuple[list[Example], CleaningReport]:
             continue
         kept.append(example)
     report.rows_kept = len(kept)
-    if not kept:
-        raise DataError(f"{path}: no usable rows (read {report.rows_read}, dropped {dict(report.dropped)})")
-    return kept, report
+    return kept
 
 
 def check_label_counts(

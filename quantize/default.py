@@ -1,7 +1,8 @@
 """`quantize build-default`: the default bundle `make run` serves, built from files in this repo.
 
 The recipe lives in code so that it is the same on every machine: the intent model trained on the
-project's Bitext retail data (`models/data/bitext_retail/`), the packaged MiniLM as embedder, and
+project's Bitext retail data (`models/data/bitext_retail/`) plus out-of-scope questions drawn from
+CLINC150 (`models/data/oos/`, label `oos`), the packaged MiniLM as embedder, and
 the LLM chosen by `quantize llm` from the packaged SmolLM2 GGUF, imported back to a checkpoint
 first (it is the only LLM weight this machine can install).
 """
@@ -25,13 +26,18 @@ from quantize.sources import packaged_smollm2_gguf
 from quantize.train import TrainConfig
 
 log = logging.getLogger(__name__)
-RETAIL_DATA = Path(__file__).resolve().parent.parent / "models" / "data" / "bitext_retail"
+DATA = Path(__file__).resolve().parent.parent / "models" / "data"
+RETAIL_DATA = DATA / "bitext_retail"
+OOS_DATA = DATA / "oos"
 
 
 @dataclass(frozen=True)
 class DefaultRecipe:
     out: Path
     data_dir: Path = RETAIL_DATA
+    # `train.csv`/`dev.csv` labelled `oos`: the model learns an out-of-scope class and the threshold
+    # is calibrated to catch the held-out ones (IntentOptions.target_oos_recall).
+    oos_dir: Path = OOS_DATA
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3.0))
     min_accuracy: float = 0.97
     # 160 MB of LLM weights keeps the whole runtime near its 350 MB RSS target on a 4 GB box;
@@ -54,6 +60,19 @@ def existing_bundle_ok(path: Path) -> bool:
             log.warning("existing bundle at %s is not usable (%s); rebuilding", path, exc)
         return False
     return True
+
+
+def default_intent_options(recipe: DefaultRecipe, out: Path) -> IntentOptions:
+    """Retail and out-of-scope rows, each split into train and dev by its source (no row in both)."""
+    return IntentOptions(
+        data=(recipe.data_dir / "train.csv", recipe.oos_dir / "train.csv"),
+        eval_data=(recipe.data_dir / "dev.csv", recipe.oos_dir / "dev.csv"),
+        out=out,
+        min_accuracy=recipe.min_accuracy,
+        train=recipe.train,
+        progress=recipe.progress,
+        keep_fp32=reference_dir(recipe.out) / "intent-fp32.onnx",
+    )
 
 
 def default_llm_options(checkpoint: Path, out: Path, recipe: DefaultRecipe) -> LlmOptions:
@@ -81,17 +100,7 @@ def import_packaged_llm(reference: Path) -> Path:
 def build_default(recipe: DefaultRecipe) -> dict[str, Any]:
     """Build the whole default bundle in staging and publish it as one directory."""
     with staging_dir(recipe.out) as staging:
-        intent = build_intent(
-            IntentOptions(
-                data=recipe.data_dir / "train.csv",
-                eval_data=recipe.data_dir / "dev.csv",
-                out=staging / "intent",
-                min_accuracy=recipe.min_accuracy,
-                train=recipe.train,
-                progress=recipe.progress,
-                keep_fp32=reference_dir(recipe.out) / "intent-fp32.onnx",
-            )
-        )
+        intent = build_intent(default_intent_options(recipe, staging / "intent"))
         embedder = build_embedder(EmbedderOptions(out=staging / "embedder", samples=recipe.data_dir / "train.csv"))
         checkpoint = import_packaged_llm(reference_dir(recipe.out))
         build_llm(default_llm_options(checkpoint, staging / "llm", recipe))

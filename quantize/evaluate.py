@@ -84,6 +84,26 @@ def quality(gold: list[str], predicted: list[str], *, top_confusions: int = 10) 
     }
 
 
+def scope(gold: list[str], predicted: list[str], oos_label: str) -> dict[str, float | int]:
+    """Accuracy on the in-scope rows and recall/precision of the out-of-scope class, from the top-1 label alone.
+
+    An in-scope row predicted `oos_label` counts as wrong. The confidence threshold is not applied
+    here; `calibrate` reports what the box does with it.
+    """
+    pairs = list(zip(gold, predicted, strict=True))
+    in_scope = [(g, p) for g, p in pairs if g != oos_label]
+    oos_gold = sum(1 for g, _ in pairs if g == oos_label)
+    oos_predicted = sum(1 for _, p in pairs if p == oos_label)
+    oos_hits = sum(1 for g, p in pairs if g == oos_label and p == oos_label)
+    return {
+        "in_scope_examples": len(in_scope),
+        "in_scope_accuracy": sum(1 for g, p in in_scope if g == p) / max(1, len(in_scope)),
+        "oos_examples": oos_gold,
+        "oos_recall": oos_hits / max(1, oos_gold),
+        "oos_precision": oos_hits / oos_predicted if oos_predicted else 0.0,
+    }
+
+
 def latency(latencies_ms: np.ndarray) -> dict[str, float]:
     if not len(latencies_ms):
         return {"p50_ms": float("nan"), "p99_ms": float("nan"), "mean_ms": float("nan")}

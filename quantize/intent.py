@@ -6,6 +6,7 @@ import json
 import logging
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from edge.inference.intent import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, Inten
 from quantize import evaluate
 from quantize.bundle import NotPublished, keep_rejected_reports, publish, staging_dir, write_component, write_json
 from quantize.calibrate import calibrate_threshold
-from quantize.data import CleaningReport, DataError, Example, check_label_counts, fingerprint, load_examples
+from quantize.data import CleaningReport, DataError, Example, check_label_counts, fingerprint, load_files
 from quantize.export import export_onnx, quantization_record, quantize_int8
 from quantize.report import render_intent_report
 from quantize.sources import default_encoder, describe_hf_model
@@ -33,9 +34,9 @@ class GateFailed(NotPublished):
 
 @dataclass(frozen=True)
 class IntentOptions:
-    data: Path
+    data: Path | Sequence[Path]  # several files are read as one data set (e.g. in-scope + `oos` rows)
     out: Path
-    eval_data: Path | None = None
+    eval_data: Path | Sequence[Path] | None = None
     base_model: Path | None = None
     held_out: float = 0.1
     split_seed: int = 13
@@ -43,7 +44,7 @@ class IntentOptions:
     drop_rare_labels: bool = False
     max_accuracy_drop: float = 0.5
     min_accuracy: float | None = None
-    oos_label: str = "oos"
+    oos_label: str = "oos"  # rows with this label train as their own class; the box treats it as out of scope
     target_oos_recall: float = 0.9
     target_coverage: float = 0.99
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -65,19 +66,23 @@ class PreparedData:
         return sorted({example.label for example in self.train})
 
 
+def data_files(value: Path | Sequence[Path]) -> list[Path]:
+    return [Path(value)] if isinstance(value, (str, Path)) else [Path(path) for path in value]
+
+
 def prepare_data(options: IntentOptions) -> PreparedData:
     """Clean, check and split the data; raises DataError with a readable message."""
-    examples, cleaning = load_examples(options.data)
-    reports = [cleaning]
+    examples, reports = load_files(data_files(options.data))
     examples, dropped = check_label_counts(examples, options.min_examples, drop_rare=options.drop_rare_labels)
     if options.eval_data is not None:
-        held_out, eval_cleaning = load_examples(options.eval_data)
-        reports.append(eval_cleaning)
+        held_out, eval_reports = load_files(data_files(options.eval_data))
+        reports += eval_reports
         known = {example.label for example in examples}
         unknown = [example for example in held_out if example.label not in known]
         held_out = [example for example in held_out if example.label in known]
         held_out, overlap = remove_overlap(examples, held_out)
-        train, source, removed = examples, str(options.eval_data), overlap + len(unknown)
+        source = " + ".join(str(path) for path in data_files(options.eval_data))
+        train, removed = examples, overlap + len(unknown)
     else:
         train, held_out = stratified_split(examples, options.held_out, options.split_seed)
         source = f"stratified {options.held_out:.0%} split, seed {options.split_seed}"
@@ -95,12 +100,15 @@ def _measure(
     scored = evaluate.score(classifier, data.held_out, progress=progress)
     gold = [example.label for example in data.held_out]
     texts = [example.text for example in data.held_out]
-    return scored, {
+    measured: dict[str, Any] = {
         "quality": evaluate.quality(gold, scored.predicted),
         "latency": evaluate.latency(scored.latencies_ms),
         "batch32_per_second": evaluate.batch_throughput(model, tokenizer, config, texts),
         "size_bytes": model.stat().st_size,
     }
+    if config.oos_label is not None and config.oos_label in gold:
+        measured["scope"] = evaluate.scope(gold, scored.predicted, config.oos_label)
+    return scored, measured
 
 
 def unknown_token_rate(tokenizer_file: Path, texts: list[str], max_length: int) -> float:
@@ -119,20 +127,35 @@ def unknown_token_rate(tokenizer_file: Path, texts: list[str], max_length: int) 
     return sum(e.ids.count(unk) for e in encodings) / total
 
 
-def gate(fp32_accuracy: float, int8_accuracy: float, options: IntentOptions) -> tuple[bool, str]:
-    """Pass only when INT8 stays within the margin of FP32 and above the absolute floor."""
-    drop = (fp32_accuracy - int8_accuracy) * 100
-    if drop > options.max_accuracy_drop:
-        return False, (
-            f"INT8 accuracy {int8_accuracy:.2%} is {drop:.2f} points below FP32 {fp32_accuracy:.2%} "
-            f"(allowed: {options.max_accuracy_drop} points)"
-        )
-    if options.min_accuracy is not None and int8_accuracy < options.min_accuracy:
-        return False, f"INT8 accuracy {int8_accuracy:.2%} is below --min-accuracy {options.min_accuracy:.2%}"
+def gate(fp32: dict[str, Any], int8: dict[str, Any], options: IntentOptions) -> tuple[bool, str]:
+    """Pass only when INT8 stays within the margin of FP32 and above the absolute floor.
+
+    Without out-of-scope rows in the held-out data both checks use the accuracy over all of it.
+    With them, `oos` is one more class the model must keep predicting, so the margin applies both
+    to the accuracy over all rows and to the in-scope accuracy; the floor applies to the in-scope
+    accuracy alone, so that it means the same with or without `oos` rows (how hard the `oos` rows
+    are would otherwise move it). Out-of-scope recall is what the threshold is calibrated to reach.
+    """
+    checks = [("accuracy", fp32["quality"]["accuracy"], int8["quality"]["accuracy"])]
+    if "scope" in int8:
+        checks.append(("in-scope accuracy", fp32["scope"]["in_scope_accuracy"], int8["scope"]["in_scope_accuracy"]))
+    floored_name, _, floored = checks[-1]
+    passed_parts = []
+    for name, fp32_accuracy, int8_accuracy in checks:
+        drop = (fp32_accuracy - int8_accuracy) * 100
+        if drop > options.max_accuracy_drop:
+            return False, (
+                f"INT8 {name} {int8_accuracy:.2%} is {drop:.2f} points below FP32 {fp32_accuracy:.2%} "
+                f"(allowed: {options.max_accuracy_drop} points)"
+            )
+        passed_parts.append(f"INT8 {name} {int8_accuracy:.2%}, {drop:.2f} points from FP32 {fp32_accuracy:.2%}")
+    if options.min_accuracy is not None and floored < options.min_accuracy:
+        return False, f"INT8 {floored_name} {floored:.2%} is below --min-accuracy {options.min_accuracy:.2%}"
     return True, (
-        f"passed: INT8 accuracy {int8_accuracy:.2%}, {drop:.2f} points from FP32 {fp32_accuracy:.2%} "
-        f"(allowed {options.max_accuracy_drop})"
-        + (f", floor {options.min_accuracy:.2%}" if options.min_accuracy is not None else "")
+        "passed: "
+        + "; ".join(passed_parts)
+        + f" (allowed {options.max_accuracy_drop})"
+        + (f", floor on {floored_name} {options.min_accuracy:.2%}" if options.min_accuracy is not None else "")
     )
 
 
@@ -167,13 +190,13 @@ def build_intent(options: IntentOptions) -> dict[str, Any]:
         )
         config = IntentConfig(provisional.labels, provisional.max_length, threshold["threshold"], provisional.oos_label)
         write_json(staging / CONFIG_FILE, config.to_dict())
-        passed, reason = gate(fp32["quality"]["accuracy"], int8["quality"]["accuracy"], options)
+        passed, reason = gate(fp32, int8, options)
         report: dict[str, Any] = {
             "kind": "intent",
             "labels": len(labels),
             "source": source,
             "data": {
-                "train_file": {"path": str(options.data), "sha256": sha256_file(options.data)},
+                "train_files": [{"path": str(path), "sha256": sha256_file(path)} for path in data_files(options.data)],
                 "train_rows": len(data.train),
                 "held_out_rows": len(data.held_out),
                 "held_out_from": data.held_out_from,
@@ -216,7 +239,7 @@ def build_intent(options: IntentOptions) -> dict[str, Any]:
             "intent",
             [MODEL_FILE, TOKENIZER_FILE, CONFIG_FILE, REPORT_JSON, REPORT_MD],
             source=source,
-            data={k: report["data"][k] for k in ("train_file", "train_rows", "held_out_rows", "fingerprint")},
+            data={k: report["data"][k] for k in ("train_files", "train_rows", "held_out_rows", "fingerprint")},
             quantization=report["quantization"],
             metrics={
                 "accuracy_int8": int8["quality"]["accuracy"],
@@ -224,6 +247,7 @@ def build_intent(options: IntentOptions) -> dict[str, Any]:
                 "macro_f1_int8": int8["quality"]["macro_f1"],
                 "top1_agreement": report["agreement"]["top1_agreement"],
                 "threshold": threshold["threshold"],
+                **_scope_metrics(int8, threshold),
             },
             speed={
                 "p50_ms_int8": int8["latency"]["p50_ms"],
@@ -237,3 +261,15 @@ def build_intent(options: IntentOptions) -> dict[str, Any]:
     if stale.exists():
         shutil.rmtree(stale)
     return report
+
+
+def _scope_metrics(int8: dict[str, Any], threshold: dict[str, Any]) -> dict[str, float]:
+    """In-scope accuracy and out-of-scope recall for the manifest, when the held-out data has `oos` rows."""
+    if "scope" not in int8:
+        return {}
+    return {
+        "in_scope_accuracy_int8": int8["scope"]["in_scope_accuracy"],
+        "oos_recall_int8": int8["scope"]["oos_recall"],
+        "oos_recall_at_threshold": threshold["achieved"]["oos_recall"],
+        "in_scope_coverage_at_threshold": threshold["achieved"]["in_scope_coverage"],
+    }

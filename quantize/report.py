@@ -28,6 +28,31 @@ def _cleaning_lines(cleaning: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _scope_lines(fp32: dict[str, Any], int8: dict[str, Any]) -> list[str]:
+    """In-scope accuracy and out-of-scope recall, apart: the accuracy above mixes both kinds of row."""
+    if "scope" not in int8:
+        return []
+    scope = int8["scope"]
+    return [
+        f"Held-out rows: {scope['in_scope_examples']} in scope, {scope['oos_examples']} out of scope. "
+        "From the top-1 label alone (before the threshold):",
+        "",
+        table(
+            ["model", "in-scope accuracy", "out-of-scope recall", "out-of-scope precision"],
+            [
+                [
+                    name,
+                    _pct(m["scope"]["in_scope_accuracy"]),
+                    _pct(m["scope"]["oos_recall"]),
+                    _pct(m["scope"]["oos_precision"]),
+                ]
+                for name, m in (("FP32 ONNX", fp32), ("INT8 ONNX", int8))
+            ],
+        ),
+        "",
+    ]
+
+
 def render_intent_report(report: dict[str, Any]) -> str:
     fp32, int8 = report["fp32"], report["int8"]
     gate = report["gate"]
@@ -59,12 +84,18 @@ def render_intent_report(report: dict[str, Any]) -> str:
             ],
         ),
         "",
+        *_scope_lines(fp32, int8),
         f"INT8 agrees with FP32 on {_pct(report['agreement']['top1_agreement'])} of held-out predictions; "
         f"speed-up at batch 1: {fp32['latency']['p50_ms'] / max(int8['latency']['p50_ms'], 1e-9):.2f}×.",
         "",
         "## Out-of-scope threshold",
         f"threshold {report['threshold']['threshold']:.4f} ({report['threshold']['method']}); achieved: "
         + ", ".join(f"{k} {_pct(v)}" for k, v in report["threshold"]["achieved"].items()),
+        "",
+        "The box treats a question as out of scope when its confidence is under the threshold or its top label is "
+        "the out-of-scope label (when the model has one); "
+        "`in_scope_coverage` is the share of in-scope questions still answered, "
+        "`accuracy_when_answered` the accuracy on those.",
         "",
         "## Most-confused label pairs (INT8)",
         table(

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -52,7 +53,8 @@ class NotFound(ApiError):
 
 
 class PayloadTooLarge(ApiError):
-    status, code, openai_type = 413, "payload_too_large", "invalid_request_error"
+    # werkzeug's RequestEntityTooLarge, snake-cased as Dify's envelope does for framework errors (spec §1.3)
+    status, code, openai_type = 413, "request_entity_too_large", "invalid_request_error"
 
 
 class UnsupportedMediaType(ApiError):
@@ -101,6 +103,47 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     return f"{param}: {first.get('msg', 'invalid value')}" if param else str(first.get("msg")), param
 
 
+def _declares_non_json_body(request: Request) -> bool:
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return False
+    declared = request.headers.get("content-type")
+    if not declared:
+        return False
+    media = declared.split(";", 1)[0].strip().lower()
+    return media != "application/json" and not media.endswith("+json")
+
+
+def dify_openapi(app: FastAPI) -> dict[str, Any]:
+    """The app's OpenAPI with the errors it really sends: FastAPI documents 422 for bad input, the app
+    answers 400 (`invalid_param`, Dify's envelope) -- clients and schemathesis should see that."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        components.pop(name, None)
+    components["Error"] = {
+        "type": "object",
+        "required": ["code", "message", "status"],
+        "properties": {
+            "code": {"type": "string"},
+            "message": {"type": "string"},
+            "status": {"type": "integer"},
+            "params": {"type": "string"},
+        },
+    }
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.get("responses", {})
+            if responses.pop("422", None) is not None:
+                responses["400"] = {
+                    "description": "Invalid parameter (`invalid_param`)",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                }
+    app.openapi_schema = schema
+    return schema
+
+
 def from_store_error(exc: StoreError) -> ApiError:
     """Storage errors already carry Dify's status, code and wording; keep them as they are."""
     error = ApiError(exc.message)
@@ -122,6 +165,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if _declares_non_json_body(request):  # as Dify (werkzeug): a JSON endpoint refuses other bodies with 415
+            return error_response(request, UnsupportedMediaType("Content-Type must be application/json."))
         message, param = _validation_message(exc)
         return error_response(request, InvalidParam(message, param=param))
 

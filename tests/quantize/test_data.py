@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from quantize.data import DataError, Example, check_label_counts, fingerprint, load_examples
+from quantize.data import DataError, Example, check_label_counts, fingerprint, load_examples, load_files
 from tests.conftest import SHARED_DATA, write_csv
 
 
@@ -106,3 +106,24 @@ def test_chinese_data_passes_through_unchanged_in_meaning() -> None:
     assert all(any("\u4e00" <= ch <= "\u9fff" for ch in e.text) for e in examples[:50])
     _, dropped = check_label_counts(examples, 3, drop_rare=True)
     assert dropped and all(count < 3 for count in dropped.values())
+
+
+def test_several_files_are_one_data_set(tmp_path: Path) -> None:
+    retail = write_csv(tmp_path / "retail.csv", [("cancel my order", "order.cancel_order"), ("hi there", "x.y")])
+    oos = write_csv(
+        tmp_path / "oos.csv", [("what is the weather", "oos"), ("cancel my order", "oos"), ("hi there", "x.y")]
+    )
+    examples, reports = load_files([retail, oos])
+    # a text labelled differently in two files is a contradiction; the same row twice is a duplicate
+    assert examples == [Example("hi there", "x.y"), Example("what is the weather", "oos")]
+    assert [r.source for r in reports] == [str(retail), str(oos), "across files"]
+    assert reports[-1].dropped == {"exact duplicate": 1, "same text under several labels": 2}
+    assert reports[-1].conflicts == {"cancel my order": ["oos", "order.cancel_order"]}
+
+
+def test_one_file_needs_no_cross_file_report(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "d.csv", [("a", "1"), ("b", "2")])
+    examples, reports = load_files([path])
+    assert len(examples) == 2 and [r.source for r in reports] == [str(path)]
+    with pytest.raises(DataError, match="no data files"):
+        load_files([])

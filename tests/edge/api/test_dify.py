@@ -262,9 +262,16 @@ def test_unknown_and_foreign_conversations_are_404(client: TestClient) -> None:
 
 def test_huge_body_and_bad_json(client: TestClient) -> None:
     huge = client.post("/v1/chat-messages", headers=AUTH, json={"query": "x" * 1_000_000, "user": "u"})
-    assert_dify_error(huge, 413, "payload_too_large")
+    assert_dify_error(huge, 413, "request_entity_too_large")
     broken = client.post("/v1/chat-messages", headers={**AUTH, "Content-Type": "application/json"}, content="{oops")
     assert_dify_error(broken, 400, "invalid_param")
+    form = client.post("/v1/chat-messages", headers=AUTH, data={"query": "hi", "user": "u"})
+    assert_dify_error(form, 415, "unsupported_media_type")
+    text = client.post("/v1/chat-messages", headers={**AUTH, "Content-Type": "text/plain"}, content='{"query": "x"}')
+    assert_dify_error(text, 415, "unsupported_media_type")
+    schema = client.app.openapi()
+    chat_responses = schema["paths"]["/v1/chat-messages"]["post"]["responses"]
+    assert "422" not in chat_responses and "400" in chat_responses  # the document says what the app sends
     assert_dify_error(client.get("/v1/nothing-here", headers=AUTH), 404, "not_found")
 
 
