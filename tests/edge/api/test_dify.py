@@ -291,3 +291,25 @@ def test_restart_keeps_every_conversation(settings) -> None:
     with TestClient(create_app(settings)) as client:
         history = client.get("/v1/messages", headers=AUTH, params={"conversation_id": conversation, "user": "carol"})
     assert history.status_code == 200 and history.json()["data"][0]["query"] == CANCEL
+
+
+def test_central_annotations_answer_first_and_changes_reach_the_next_question(api_bundle: Path, tmp_path: Path) -> None:
+    from edge.sync.pull import annotation_segment
+
+    settings = make_settings(api_bundle, tmp_path / "data", knowledge_refresh_s=0.01)
+    with TestClient(create_app(settings)) as client:
+        before = chat(client, CANCEL)
+        assert before["metadata"]["route"] == "curated" and "annotation_reply" not in before["metadata"]
+        knowledge = client.app.state.assistant.knowledge
+        note = {"id": str(uuid.uuid4()), "question": "I want to cancel my order", "answer": "Ask at the till."}
+        knowledge.apply([annotation_segment(note)], None, None)
+        time.sleep(0.05)
+        body = chat(client, "  i want to CANCEL my order ")  # the same question, normalised
+        assert body["answer"] == "Ask at the till." and body["metadata"]["route"] == "curated"
+        assert body["metadata"]["annotation_reply"]["id"] == note["id"]
+        knowledge.apply([annotation_segment({**note, "answer": "Orders cancel at the kiosk now."})], None, None)
+        time.sleep(0.05)
+        assert chat(client, CANCEL)["answer"] == "Orders cancel at the kiosk now."
+        knowledge.apply([], None, None, deletes=[note["id"]])
+        time.sleep(0.05)
+        assert chat(client, CANCEL)["answer"] == before["answer"]  # the hot-answer cache did not keep it
