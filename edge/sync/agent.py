@@ -20,7 +20,7 @@ from typing import Any
 
 import sqlite_utils
 
-from edge.bundle import load_bundle
+from edge.bundle import BundleError, load_bundle
 from edge.inference.embedder import Embedder, embedder_id
 from edge.settings import Settings
 from edge.store.knowledge import KnowledgeStore
@@ -160,8 +160,9 @@ class SyncAgent:
         except Unreachable as exc:
             self.state.record(name, "failed", success=False, error=str(exc))
             return "unreachable"
-        except Rejected as exc:
+        except (Rejected, BundleError) as exc:  # a refusal, or no embedder to index with: say so, go on
             self.state.record(name, "failed", success=False, error=str(exc))
+            log.error("sync stream failed", extra={"stream": name, "error": str(exc)})
             return "failed"
         details = asdict(report) if hasattr(report, "__dataclass_fields__") else {}
         errors = details.get("errors") or []

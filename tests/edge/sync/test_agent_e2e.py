@@ -217,10 +217,11 @@ def test_unreachable_central_is_offline_with_backoff(tmp_path: Path) -> None:
     assert all(1.0 <= w <= settings.sync_backoff_max_s for w in waits)
 
 
-def test_edge_sync_once_and_status_as_processes(central, tmp_path: Path) -> None:
+def test_edge_sync_once_and_status_as_processes(central, tmp_path: Path, api_bundle: Path) -> None:
     fake, ids = central
     env = {
         **os.environ,
+        "KIOSK_BUNDLE_DIR": str(api_bundle),
         "KIOSK_DATA_DIR": str(tmp_path / "data"),
         "KIOSK_CENTRAL_URL": fake.api_url,
         "KIOSK_CENTRAL_APP_KEY": ids.chat_key,
@@ -250,6 +251,16 @@ def test_edge_sync_once_and_status_as_processes(central, tmp_path: Path) -> None
         timeout=60,
     )
     assert offline.returncode == 2
+    no_bundle = subprocess.run(
+        [sys.executable, "-m", "edge", "sync", "once"],
+        env={**env, "KIOSK_BUNDLE_DIR": str(tmp_path / "missing")},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert no_bundle.returncode == 0 and "Traceback" not in no_bundle.stderr
+    assert json.loads(no_bundle.stdout)["streams"]["annotations"] == "failed"  # said, not crashed
 
 
 def test_vectors_of_the_real_embedder_land_in_the_servers_search(central, tmp_path: Path, embedder_build) -> None:
