@@ -194,6 +194,11 @@ class Settings(BaseSettings):
         default=None,
         description="App key of the ingest workflow app that receives one run per finished conversation.",
     )
+    central_transcripts_dataset_id: str = Field(
+        default="",
+        description="Without an ingest key: push each conversation as a document of this knowledge base "
+        "(with KIOSK_CENTRAL_DATASET_KEY) instead of a workflow run.",
+    )
     store_id: str = Field(default="store-1", min_length=1, description="This store's id in pushed records.")
     kiosk_id: str = Field(default="kiosk-1", min_length=1, description="This box's id in pushed records.")
     sync_interval_s: float = Field(default=60.0, gt=0, description="Seconds between sync passes while online.")

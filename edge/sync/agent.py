@@ -29,7 +29,7 @@ from edge.store.parameters import CentralParameters
 from edge.store.sync_state import CENTRAL, SyncState
 from edge.sync.client import AuthFailed, DifyClient, Rejected, SyncError, Unreachable
 from edge.sync.pull import pull_annotations, pull_knowledge, pull_parameters
-from edge.sync.push import Pusher, PushPolicy, WorkflowSink, backoff
+from edge.sync.push import DocumentSink, Pusher, PushPolicy, RecordSink, WorkflowSink, backoff
 
 log = logging.getLogger(__name__)
 STREAMS = ("parameters", "annotations", "knowledge", "push")
@@ -69,11 +69,10 @@ class SyncAgent:
         self.failures = 0  # consecutive passes that could not reach central
         self._embedder_factory = embedder_factory or (lambda: load_embedder(settings))
         self._embedder: tuple[Embedder, str] | None = None
-        ingest = _secret(settings.central_ingest_key)
         self.pusher = (
             Pusher(
                 db,
-                WorkflowSink(client, ingest),
+                sink,
                 PushPolicy(
                     store_id=settings.store_id,
                     kiosk_id=settings.kiosk_id,
@@ -84,7 +83,7 @@ class SyncAgent:
                 clock=clock,
                 rng=self.rng,
             )
-            if ingest
+            if (sink := record_sink(settings, client)) is not None
             else None
         )
 
@@ -108,8 +107,15 @@ class SyncAgent:
 
         def knowledge() -> Any:
             embedder, space = self.embedder()
+            transcripts = self.settings.central_transcripts_dataset_id
             return pull_knowledge(
-                self.client, dataset_key, self.settings.central_dataset_ids, self.knowledge, embedder, space
+                self.client,
+                dataset_key,
+                self.settings.central_dataset_ids,
+                self.knowledge,
+                embedder,
+                space,
+                exclude=frozenset({transcripts} if transcripts else ()),
             )
 
         def annotations() -> Any:
@@ -197,6 +203,17 @@ class SyncAgent:
                 for row in parked[:50]
             ],
         }
+
+
+def record_sink(settings: Settings, client: DifyClient) -> RecordSink | None:
+    """Where conversations go: the ingest workflow app, else a transcripts knowledge base, else nowhere."""
+    ingest = _secret(settings.central_ingest_key)
+    if ingest:
+        return WorkflowSink(client, ingest)
+    dataset_key = _secret(settings.central_dataset_key)
+    if dataset_key and settings.central_transcripts_dataset_id:
+        return DocumentSink(client, dataset_key, settings.central_transcripts_dataset_id)
+    return None
 
 
 def load_embedder(settings: Settings) -> tuple[Embedder, str]:

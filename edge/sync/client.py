@@ -155,6 +155,26 @@ class DifyClient:
     def annotations(self, app_key: str) -> Listing:
         return self._pages("/apps/annotations", app_key)
 
+    def documents_named(self, dataset_key: str, dataset_id: str, name: str) -> list[dict[str, Any]]:
+        """Documents whose name contains `name` (Dify's `keyword` filter), for a look-up before creating one."""
+        body = self._call(
+            "GET", f"/datasets/{dataset_id}/documents", dataset_key, params={"keyword": name, "page": 1, "limit": 20}
+        )
+        return [item for item in body.get("data") or [] if item.get("name") == name]
+
+    def create_document(self, dataset_key: str, dataset_id: str, name: str, text: str) -> dict[str, Any]:
+        return self._call(
+            "POST",
+            f"/datasets/{dataset_id}/document/create-by-text",
+            dataset_key,
+            json={
+                "name": name,
+                "text": text,
+                "indexing_technique": "economy",  # no embedding cost on central for a transcript
+                "process_rule": {"mode": "automatic"},
+            },
+        )
+
     # --- push -----------------------------------------------------------------------------------
 
     def workflow_runs_by_user(self, ingest_key: str, user: str) -> list[dict[str, Any]]:

@@ -116,12 +116,15 @@ def pull_knowledge(
     store: KnowledgeStore,
     embedder: TextEmbedder,
     embedder_id: str,
+    exclude: frozenset[str] = frozenset(),
 ) -> PullReport:
-    """Mirror the configured datasets (all the key sees when none are configured)."""
+    """Mirror the configured datasets (all the key sees when none are configured), less `exclude`
+    (the transcripts dataset the box itself writes to)."""
     report = PullReport()
     datasets = _stable(lambda: client.datasets(dataset_key)).items
     if dataset_ids:
         datasets = [d for d in datasets if str(d["id"]) in set(dataset_ids)]
+    datasets = [d for d in datasets if str(d["id"]) not in exclude]
     for dataset in datasets:
         dataset_id = str(dataset["id"])
         remote: list[Segment] = []

@@ -83,6 +83,31 @@ class WorkflowSink:
         return str(body.get("workflow_run_id") or data.get("id"))
 
 
+class DocumentSink:
+    """A chain without an ingest workflow: one knowledge document per record in a transcripts dataset
+    (spec §8(a) A4), named after the record's end user and looked up by that name before creating."""
+
+    def __init__(self, client: DifyClient, dataset_key: str, dataset_id: str) -> None:
+        self.client = client
+        self.dataset_key = dataset_key
+        self.dataset_id = dataset_id
+
+    def find(self, end_user: str) -> str | None:
+        found = self.client.documents_named(self.dataset_key, self.dataset_id, end_user)
+        return str(found[0]["id"]) if found else None
+
+    def send(self, end_user: str, record: dict[str, Any]) -> str:
+        lines = [
+            f"{turn['created_at']} [{turn['route']}] Q: {turn['query']}\nA: {turn['answer']}"
+            for turn in record["turns"]
+        ]
+        header = json.dumps({k: v for k, v in record.items() if k != "turns"}, ensure_ascii=False)
+        body = self.client.create_document(
+            self.dataset_key, self.dataset_id, end_user, header + "\n\n" + "\n\n".join(lines)
+        )
+        return str((body.get("document") or {}).get("id"))
+
+
 @dataclass(frozen=True)
 class PushPolicy:
     store_id: str

@@ -283,3 +283,22 @@ def test_vectors_of_the_real_embedder_land_in_the_servers_search(central, tmp_pa
     index = KnowledgeStore(db).vector_index(embedder_id(component), embedder.config.dimension)
     assert len(index.ids) == len(central_segments(fake))
     np.testing.assert_allclose(np.linalg.norm(index.matrix, axis=1), 1.0, atol=1e-5)
+
+
+def test_a_chain_without_an_ingest_app_gets_one_document_per_conversation(central, tmp_path: Path) -> None:
+    fake, ids = central
+    transcripts = fake.state.knowledge.add_dataset("Kiosk transcripts")
+    settings = agent_settings(
+        fake, ids, tmp_path / "data", central_ingest_key=None, central_transcripts_dataset_id=transcripts.id
+    )
+    agent, db = make_agent(settings)
+    conversations = add_turns(db, 2)
+    fake.faults.commit_then(f"/v1/datasets/{transcripts.id}/document/create-by-text", 502, times=1)
+    for _ in range(3):
+        agent.run_once()
+        db.execute("UPDATE outbox SET next_attempt_at = 0 WHERE status = 'pending'")
+    names = sorted(d.name for d in fake.state.knowledge.list_documents(transcripts.id))
+    assert names == sorted(f"edge:berlin-3:k2:{c}" for c in conversations)  # once each, despite the lost reply
+    assert Outbox(db).depth() == 0
+    local = db.execute("SELECT count(*) FROM knowledge_segments WHERE dataset_id = ?", [transcripts.id]).fetchone()
+    assert local[0] == 0  # the box does not pull back its own transcripts as knowledge

@@ -45,6 +45,21 @@ def wait_for(condition, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _ready(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def assert_settled(fake: LiveFakeDify, workflow_app_id: str, db, conversation_ids: set[str]) -> None:
     """Each record once, each turn in exactly one record, every conversation there (or parked, with a
     reason), an empty outbox, and local knowledge equal to central's."""
@@ -66,8 +81,7 @@ def assert_settled(fake: LiveFakeDify, workflow_app_id: str, db, conversation_id
 
 @pytest.mark.slow
 def test_kiosk_traffic_faults_and_kill_9_settle(tmp_path: Path, api_bundle: Path) -> None:
-    from tests.edge.api.conftest import AUTH, LiveServer  # the runtime as kiosks reach it
-    from tests.edge.api.conftest import make_settings as runtime_settings
+    from tests.edge.api.conftest import AUTH, KEY, STORE_FAQ
 
     state = FakeDifyState(seed=3)
     ids = seed_demo(state)
@@ -112,8 +126,25 @@ def test_kiosk_traffic_faults_and_kill_9_settle(tmp_path: Path, api_bundle: Path
 
         agent = start_agent()
         conversation_ids: set[str] = set()
-        with LiveServer(runtime_settings(api_bundle, data_dir)) as server:
-            with httpx.Client(base_url=server.url, headers=AUTH, timeout=30) as kiosk:
+        port = free_port()
+        runtime = subprocess.Popen(  # the runtime as a box runs it, on the same data directory
+            [sys.executable, "-m", "edge", "serve"],
+            env={
+                **env,
+                "KIOSK_APP_KEYS": json.dumps([KEY]),
+                "KIOSK_PORT": str(port),
+                "KIOSK_CURATED_ANSWERS_CSV": str(ROOT / "models/data/bitext_retail/intent_responses.csv"),
+                "KIOSK_KNOWLEDGE_SEED_CSVS": json.dumps([str(STORE_FAQ)]),
+                "KIOSK_LLM_MAX_TOKENS": "16",
+                "KIOSK_RATE_LIMIT_BURST": "1000",
+            },
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_for(lambda: _ready(port), 120, "the runtime to be ready")
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=AUTH, timeout=30) as kiosk:
                 for i in range(12):
                     body = kiosk.post(
                         "/v1/chat-messages",
@@ -127,20 +158,21 @@ def test_kiosk_traffic_faults_and_kill_9_settle(tmp_path: Path, api_bundle: Path
                         agent = start_agent()
                 state.revoke_key(ids.chat_key)  # annotations/parameters stream: revoked mid-run
                 new_chat_key = state.add_app_key(ids.chat_app_id)
-            db = open_database(data_dir / "kiosk.sqlite3")
-            agent.send_signal(signal.SIGKILL)
-            agent.wait(10)
-            env["KIOSK_CENTRAL_APP_KEY"] = new_chat_key  # the operator fixes the key and restarts
-            agent = start_agent()
-            try:
-                wait_for(
-                    lambda: Outbox(db).depth() == 0 and local_segments(db) == central_segments(fake), 120, "settling"
-                )
-            finally:
-                agent.send_signal(signal.SIGTERM)
-                agent.wait(20)
-            assert_settled(fake, ids.workflow_app_id, db, conversation_ids)
-            db.close()
+        finally:
+            runtime.send_signal(signal.SIGTERM)
+            runtime.wait(30)
+        db = open_database(data_dir / "kiosk.sqlite3")
+        agent.send_signal(signal.SIGKILL)
+        agent.wait(10)
+        env["KIOSK_CENTRAL_APP_KEY"] = new_chat_key  # the operator fixes the key and restarts
+        agent = start_agent()
+        try:
+            wait_for(lambda: Outbox(db).depth() == 0 and local_segments(db) == central_segments(fake), 120, "settling")
+        finally:
+            agent.send_signal(signal.SIGTERM)
+            agent.wait(20)
+        assert_settled(fake, ids.workflow_app_id, db, conversation_ids)
+        db.close()
 
 
 class SyncMachine(RuleBasedStateMachine):
