@@ -151,10 +151,13 @@ class Assistant:
         if version == self._knowledge_version:
             return
         pairs = await run_in_threadpool(self.knowledge.qa_pairs, ANNOTATIONS_DATASET)
-        self._annotations = {cache_key(question): (segment_id, answer) for segment_id, question, answer in pairs}
-        if self._knowledge_version is not None:
+        annotations = {cache_key(question): (segment_id, answer) for segment_id, question, answer in pairs}
+        curated = await run_in_threadpool(self.curated.all)
+        if annotations != self._annotations or curated != self._curated:
+            # Only a change of the answers themselves empties the cache: segments being embedded or
+            # edited move the version too, and must not cost the cache its hits.
             self.cache.clear()
-            self.reload_curated()
+        self._annotations, self._curated = annotations, curated
         self._knowledge_version = version
 
     def _annotation(self, query: str) -> Decision | None:

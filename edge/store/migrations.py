@@ -168,7 +168,22 @@ def m004_push_and_parameters(db: sqlite_utils.Database) -> None:
     db.execute("CREATE TABLE central_parameters (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT, fetched_at REAL)")
 
 
-MIGRATIONS: tuple[Migration, ...] = (m001_initial, m002_knowledge, m003_sync_state, m004_push_and_parameters)
+def m005_outbox_by_conversation(db: sqlite_utils.Database) -> None:
+    """The pusher gathers a conversation's pending turns; without this it read the whole outbox per
+    conversation (quadratic: 10,000 conversations took minutes)."""
+    db.execute(
+        "CREATE INDEX idx_outbox_pending_conversation ON outbox (json_extract(payload, '$.conversation_id'))"
+        " WHERE status = 'pending'"
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    m001_initial,
+    m002_knowledge,
+    m003_sync_state,
+    m004_push_and_parameters,
+    m005_outbox_by_conversation,
+)
 
 
 def applied(db: sqlite_utils.Database) -> list[str]:
