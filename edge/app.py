@@ -89,6 +89,7 @@ def _load(app: FastAPI, settings: Settings, bundle: Bundle | None, closing: Exit
             max_queue=settings.llm_max_queue,
             time_budget_s=settings.llm_time_budget_s,
             kv_cache=settings.llm_kv_cache,
+            gpu_layers=settings.llm_gpu_layers,
         )
         llm.start()
         closing.callback(llm.close)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -65,6 +66,9 @@ def serve(host: str | None, port: int | None) -> None:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
     configure_logging()
+    # uvicorn drains, then re-raises the signal it handled; a drained, clean stop is exit 0 for k3s and
+    # systemd. Its own handlers replace this one while it runs, so SIGTERM still starts the drain.
+    signal.signal(signal.SIGTERM, lambda *_: None)
     uvicorn.run(
         create_app(settings, bundle),
         host=settings.host,

@@ -176,6 +176,11 @@ class Settings(BaseSettings):
         description="Element type of llama.cpp's KV cache: q8_0 halves its memory (uses flash attention).",
     )
     llm_max_tokens: int = Field(default=160, ge=1, description="Most tokens in one LLM answer.")
+    llm_gpu_layers: int = Field(
+        default=0,
+        ge=-1,
+        description="Layers llama.cpp offloads to a GPU (-1: all; Jetson with a CUDA build). 0 on CPU-only boxes.",
+    )
 
     # --- sync with central Dify (`edge sync`) -----------------------------------------------------
     central_url: str = Field(
@@ -213,6 +218,14 @@ class Settings(BaseSettings):
     sync_max_attempts: int = Field(
         default=12, ge=1, description="Failed sends of one record before its turns are parked for an operator."
     )
+
+    @field_validator("central_app_key", "central_dataset_key", "central_ingest_key")
+    @classmethod
+    def _refuse_placeholder_central_keys(cls, key: SecretStr | None) -> SecretStr | None:
+        """A placeholder left in a Secret would only show up as 401s and a stopped stream: refuse it at start."""
+        if key is not None and any(marker in key.get_secret_value().lower() for marker in PLACEHOLDER_MARKERS):
+            raise ValueError("central keys must be the real keys from Dify, not a placeholder")
+        return key
 
     @field_validator("app_keys")
     @classmethod

@@ -200,6 +200,7 @@ class LlmEngine:
         max_queue: int = 8,
         time_budget_s: float = 30.0,
         kv_cache: str = "f16",
+        gpu_layers: int = 0,
         llama_factory: Callable[..., llama_cpp.Llama] = llama_cpp.Llama,
     ) -> None:
         if kv_cache not in KV_CACHE_TYPES:
@@ -210,6 +211,7 @@ class LlmEngine:
         self.max_queue, self.time_budget_s = max_queue, time_budget_s
         self._factory = llama_factory
         self.kv_cache = kv_cache
+        self.gpu_layers = gpu_layers
         self._lock = threading.Condition()
         self._pending: deque[Generation] = deque()
         self._running: Generation | None = None
@@ -229,6 +231,7 @@ class LlmEngine:
                 n_ctx=self.n_ctx,
                 n_threads=self.n_threads,
                 n_batch=self.n_batch,
+                n_gpu_layers=self.gpu_layers,
                 verbose=False,
                 **KV_CACHE_TYPES[self.kv_cache],
             )

@@ -75,6 +75,15 @@ def test_placeholder_keys_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.exit_code == 1 and "placeholder" in result.output
 
 
+@pytest.mark.parametrize("name", ["KIOSK_CENTRAL_APP_KEY", "KIOSK_CENTRAL_DATASET_KEY", "KIOSK_CENTRAL_INGEST_KEY"])
+def test_placeholder_central_keys_are_refused(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    monkeypatch.setenv(name, "app-CHANGE-ME-before-deploying")
+    result = CliRunner().invoke(main, ["config"])
+    assert result.exit_code == 1 and "placeholder" in result.output
+    monkeypatch.setenv(name, "app-xFUbEctT2NLLzPkkGoaXmI63")
+    assert CliRunner().invoke(main, ["config"]).exit_code == 0
+
+
 def test_every_setting_is_described() -> None:
     from edge.settings import Settings
 
