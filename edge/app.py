@@ -33,6 +33,8 @@ from edge.store.parameters import CentralParameters
 from edge.store.sync_state import SyncState
 from edge.store.writer import Writer
 
+DRAIN_DEADLINE_S = 15.0  # inside `edge serve`'s 20 s graceful shutdown, leaving time to send the error events
+
 
 class BodyLimit:
     """Refuse bodies over the limit before they are read into memory (413 in the family's shape)."""
@@ -104,6 +106,13 @@ def _load(app: FastAPI, settings: Settings, bundle: Bundle | None, closing: Exit
     retriever = _retriever(settings, bundle, knowledge)
     cache: AnswerCache[str] = AnswerCache(settings.cache_size, settings.cache_ttl_s)
     app.state.llm = llm
+
+    def begin_drain() -> None:
+        app.state.ready = False  # /readyz → 503: k3s stops routing here while in-flight answers finish
+        if llm is not None:  # queued answers may still finish within uvicorn's 20 s; the rest are told why
+            llm.drain(deadline_s=DRAIN_DEADLINE_S)
+
+    app.state.begin_drain = begin_drain
     outbox, sync_state = Outbox(db), SyncState(db)
     app.state.sync_figures = lambda: (sync_state.all(), outbox.depth(), len(outbox.parked()))
     app.state.central_parameters = CentralParameters(db)

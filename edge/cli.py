@@ -55,6 +55,7 @@ def serve(host: str | None, port: int | None) -> None:
 
     from edge.app import create_app
     from edge.logs import configure_logging
+    from edge.server import DrainingServer
 
     settings = _settings(host=host, port=port)
     if not settings.app_keys:
@@ -69,14 +70,11 @@ def serve(host: str | None, port: int | None) -> None:
     # uvicorn drains, then re-raises the signal it handled; a drained, clean stop is exit 0 for k3s and
     # systemd. Its own handlers replace this one while it runs, so SIGTERM still starts the drain.
     signal.signal(signal.SIGTERM, lambda *_: None)
-    uvicorn.run(
-        create_app(settings, bundle),
-        host=settings.host,
-        port=settings.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=20,
+    app = create_app(settings, bundle)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_config=None, access_log=False, timeout_graceful_shutdown=20
     )
+    DrainingServer(config, on_drain=lambda: app.state.begin_drain()).run()  # see edge/server.py
 
 
 @main.command()

@@ -15,7 +15,7 @@ from edge.api.deps import AppKey, AssistantDep
 from edge.api.errors import ApiError, InvalidParam, NotFound, Overloaded
 from edge.api.sse import data_line
 from edge.assistant.pipeline import Delta, Finished, Started
-from edge.inference.llm import Generation, QueueFull
+from edge.inference.llm import Draining, Generation, QueueFull
 
 router = APIRouter(prefix="/v1")
 ASSISTANT_MODEL = "kiosk-assistant"
@@ -116,6 +116,8 @@ async def chat_completions(
             raise Overloaded(
                 "The model is busy; please retry shortly.", headers={"Retry-After": str(exc.retry_after)}
             ) from None
+        except Draining as exc:
+            raise Overloaded(str(exc), headers={"Retry-After": "5"}) from None
         stream = _generation_events(generation)
     else:
         raise NotFound(f"The model `{body.model}` does not exist", param="model")
@@ -147,6 +149,8 @@ async def _generation_events(generation: Generation) -> AsyncIterator[tuple[str,
     try:
         async for chunk in generation.achunks():
             yield "delta", chunk
+    except Draining as exc:  # queued when shutdown began
+        raise Overloaded(str(exc), headers={"Retry-After": "5"}) from None
     finally:
         generation.cancel()  # a no-op when finished; stops the model when the client went away
     finish = "length" if generation.finish_reason == "length" else "stop"

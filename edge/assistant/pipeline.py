@@ -33,7 +33,7 @@ from edge.assistant.prompts import build_messages
 from edge.assistant.retrieval import Retriever
 from edge.assistant.sources import Source
 from edge.inference.intent import IntentClassifier, IntentPrediction
-from edge.inference.llm import Generation, LlmEngine, QueueFull
+from edge.inference.llm import Draining, Generation, LlmEngine, QueueFull
 from edge.logs import CONVERSATION_ID
 from edge.metrics import Metrics
 from edge.settings import Settings
@@ -246,6 +246,8 @@ class Assistant:
                 raise Overloaded(
                     "The assistant is busy; please retry shortly.", headers={"Retry-After": str(exc.retry_after)}
                 ) from None
+            except Draining as exc:
+                raise Overloaded(str(exc), headers={"Retry-After": "5"}) from None
         return prepared
 
     async def run(self, prepared: Prepared, query: str, user: str) -> AsyncIterator[Event]:
@@ -260,9 +262,12 @@ class Assistant:
         try:
             if generation is not None:
                 self.tasks[task_id] = (user, generation)
-                async for chunk in generation.achunks():
-                    parts.append(chunk)
-                    yield Delta(chunk)
+                try:
+                    async for chunk in generation.achunks():
+                        parts.append(chunk)
+                        yield Delta(chunk)
+                except Draining as exc:  # queued when shutdown began: say so, as an error event
+                    raise Overloaded(str(exc), headers={"Retry-After": "5"}) from None
             else:
                 text = decision.answer if decision.route in (Route.CACHE, Route.CURATED) else None
                 parts.append(text if text is not None else self.settings.handoff_message)

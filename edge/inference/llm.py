@@ -43,6 +43,10 @@ class LlmError(Exception):
     """llama.cpp failed, or the engine is not running."""
 
 
+class Draining(LlmError):
+    """The box is shutting down: the running answer finishes, nothing new starts. Ask again shortly."""
+
+
 class InvalidRequest(LlmError):
     """The messages cannot be rendered by the chat template, do not fit the context, or a parameter is invalid."""
 
@@ -216,6 +220,7 @@ class LlmEngine:
         self._pending: deque[Generation] = deque()
         self._running: Generation | None = None
         self._closing = False
+        self._draining: str | None = None
         self._llm: llama_cpp.Llama | None = None
         self._formatter: Jinja2ChatFormatter | None = None
         self._thread: threading.Thread | None = None
@@ -252,6 +257,26 @@ class LlmEngine:
         self._llm = llm
         self._thread = threading.Thread(target=self._serve, args=(llm,), name=f"llm-{self.model_id}", daemon=True)
         self._thread.start()
+
+    def drain(
+        self, deadline_s: float, reason: str = "the assistant is restarting; please ask again in a moment"
+    ) -> None:
+        """Shutdown has begun: refuse new requests at once, keep serving the queue, and at `deadline_s`
+        (set before the server's own grace period ends) end whatever is still queued or running with
+        `Draining`, so those clients get an error they can act on rather than a cut connection."""
+        with self._lock:
+            self._draining = reason
+        timer = threading.Timer(deadline_s, self._expire, args=(reason,))
+        timer.daemon = True
+        timer.start()
+
+    def _expire(self, reason: str) -> None:
+        with self._lock:
+            pending, self._pending = list(self._pending), deque()
+            running = self._running
+        for gen in [*pending, *([running] if running is not None else [])]:
+            gen._finish("error", Draining(reason))
+            gen._cancel.set()
 
     def close(self) -> None:
         """Cancel queued and running work, join the worker, free the model."""
@@ -296,6 +321,8 @@ class LlmEngine:
         with self._lock:
             if self._closing:
                 raise LlmError("the engine is closed")
+            if self._draining is not None:
+                raise Draining(self._draining)
             if len(self._pending) >= self.max_queue:
                 raise QueueFull(max(1, math.ceil(self._service_s)))
             self._pending.append(gen)

@@ -274,3 +274,22 @@ def test_q8_kv_cache_answers_like_f16_and_bad_types_are_refused(model_path: Path
     assert text.split()[:2] == reference.split()[:2]
     with pytest.raises(LlmError, match="kv_cache"):
         LlmEngine(model_path, kv_cache="q4")
+
+
+def test_drain_refuses_new_work_serves_the_queue_then_ends_it_with_a_reason(model_path: Path) -> None:
+    from edge.inference.llm import Draining
+
+    engine = LlmEngine(model_path, n_ctx=512, max_queue=4)
+    engine.start()
+    try:
+        running = engine.submit(ask("Tell me a long story about a shop."), max_tokens=400)
+        queued = engine.submit(ask("Where is my refund?"), max_tokens=400)
+        engine.drain(deadline_s=0.3)
+        with pytest.raises(Draining):
+            engine.submit(ask("hello"), max_tokens=4)
+        for gen in (running, queued):
+            with pytest.raises(Draining, match="restarting"):
+                gen.result(timeout=60)
+            assert gen.finish_reason == "error"
+    finally:
+        engine.close()
