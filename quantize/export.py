@@ -65,49 +65,15 @@ def quantize_int8(fp32_file: Path, int8_file: Path) -> Path:
     quantized at run time over the whole input tensor, which is why the runtime runs queries at
     batch 1 (see `edge.inference.intent`).
     """
-    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     int8_file.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="fuse-") as tmp:
-        source = fuse_transformer(fp32_file, Path(tmp) / "fused.onnx") or fp32_file
-        try:
-            with _quiet_root_logger():
-                quantize_dynamic(
-                    str(source),
-                    str(int8_file),
-                    per_channel=True,
-                    weight_type=QuantType.QInt8,
-                    # fused ops (Attention, SkipLayerNormalization) come from the com.microsoft domain,
-                    # which shape inference does not type; their weights are float
-                    extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-                )
-        except Exception as exc:  # onnxruntime.quantization raises bare exceptions
-            raise ExportError(f"INT8 quantization of {fp32_file} failed: {exc}") from exc
-    return int8_file
-
-
-def fuse_transformer(fp32_file: Path, out_file: Path) -> Path | None:
-    """BERT-family fusions (Attention, SkipLayerNormalization, BiasGelu, EmbedLayerNormalization) from
-    onnxruntime's transformer optimizer, which the session's own graph optimizer does not apply: batch-1
-    INT8 runs 15-19 % faster on all-MiniLM-L6-v2 with the same predictions. Heads and width are
-    detected from the graph; a model it cannot fuse is quantized as exported (returns None). The INT8
-    gate compares the result with the unfused FP32 model, so a bad fusion cannot publish."""
-    from onnxruntime.transformers.optimizer import optimize_model
-
     try:
-        with _quiet_root_logger(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = optimize_model(str(fp32_file), model_type="bert", num_heads=0, hidden_size=0, opt_level=1)
-            fused = {name: n for name, n in model.get_fused_operator_statistics().items() if n}
-            if not fused.get("Attention"):
-                return None
-            model.save_model_to_file(str(out_file))
-    except Exception as exc:  # an architecture the optimizer does not know: keep the plain export
-        log.info("transformer fusion skipped for %s: %s", fp32_file, exc)
-        return None
-    log.debug("fused %s", fused)
-    return out_file
+        with _quiet_root_logger():
+            quantize_dynamic(str(fp32_file), str(int8_file), per_channel=True, weight_type=QuantType.QInt8)
+    except Exception as exc:  # onnxruntime.quantization raises bare exceptions
+        raise ExportError(f"INT8 quantization of {fp32_file} failed: {exc}") from exc
+    return int8_file
 
 
 def quantization_record() -> dict[str, object]:
@@ -118,5 +84,4 @@ def quantization_record() -> dict[str, object]:
         "weights": "int8 per-channel",
         "activations": "uint8, per-tensor, computed at run time",
         "tool": f"onnxruntime {onnxruntime.__version__}",
-        "graph": "BERT fusions (onnxruntime.transformers.optimizer) before quantization, when the model allows",
     }

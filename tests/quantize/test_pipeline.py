@@ -97,11 +97,3 @@ print(json.dumps({{"labels": [p.label for p in preds], "forbidden": forbidden}})
     answer = json.loads(result.stdout)
     assert answer["forbidden"] == []
     assert answer["labels"] == ["order.cancel_order", "delivery.delivery_period"]
-
-
-def test_int8_intent_model_carries_the_transformer_fusions(intent_build: tuple[Path, dict]) -> None:
-    import onnx
-
-    graph = onnx.load(str(intent_build[0] / "model.onnx"), load_external_data=False).graph
-    ops = {node.op_type for node in graph.node}
-    assert ops & {"QAttention", "Attention"} and "SkipLayerNormalization" in ops  # fused before quantizing
