@@ -132,11 +132,8 @@ class Assistant:
         self._knowledge_checked = -math.inf
 
     def curated_answers(self) -> dict[str, str]:
-        """Curated answers held in memory; `reload_curated` after the sync agent changes them."""
+        """Curated answers held in memory; `_follow_knowledge` reloads them when the database changes."""
         return self._curated
-
-    def reload_curated(self) -> None:
-        self._curated = self.curated.all()
 
     async def _follow_knowledge(self) -> None:
         """Every few seconds, see whether the sync agent changed knowledge or annotations; when it did,

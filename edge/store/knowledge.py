@@ -160,6 +160,21 @@ class KnowledgeStore:
             ).fetchall()
         return {row[0]: (row[1] or 0, row[2] or "", bool(row[3])) for row in rows}
 
+    def dataset_ids(self) -> set[str]:
+        with self._lock:
+            return {row[0] for row in self.db.execute("SELECT DISTINCT dataset_id FROM knowledge_segments")}
+
+    def ids_by_document(self, dataset_id: str) -> dict[str, set[str]]:
+        """Segment ids of one dataset, grouped by document (the sync agent keeps those still indexing)."""
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT document_id, id FROM knowledge_segments WHERE dataset_id = ?", [dataset_id]
+            ).fetchall()
+        grouped: dict[str, set[str]] = {}
+        for document_id, segment_id in rows:
+            grouped.setdefault(document_id, set()).add(segment_id)
+        return grouped
+
     def missing_vectors(self, embedder: str, limit: int = 256) -> list[tuple[str, str]]:
         """(id, content) of enabled segments with no vector from `embedder` (new seeds, a changed embedder)."""
         with self._lock:
@@ -233,11 +248,18 @@ class KnowledgeStore:
             )
         return {row["id"]: row for row in rows}
 
+    def _has_document(self, document_id: str) -> bool:
+        with self._lock:
+            query = "SELECT 1 FROM knowledge_segments WHERE document_id = ? LIMIT 1"
+            return self.db.execute(query, [document_id]).fetchone() is not None
+
     def seed_from_csv(self, path: Path) -> int:
         """Add the `question,answer` rows of `path` as one Q&A document of the seed dataset, unless it
         is there already (a synced or edited copy survives the next boot); returns rows inserted."""
         document_name = path.stem
         document_id = str(uuid.uuid5(SEED_DATASET, document_name))
+        if self._has_document(document_id):
+            return 0  # seeded on an earlier start: not even read again
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             if not {"question", "answer"} <= set(reader.fieldnames or []):
@@ -265,10 +287,7 @@ class KnowledgeStore:
             for position, (question, answer) in enumerate(rows, start=1)
         ]
         with transaction(self.db):
-            present = self.db.execute(
-                "SELECT 1 FROM knowledge_segments WHERE document_id = ? LIMIT 1", [document_id]
-            ).fetchone()
-            if present:
-                return 0
+            if self._has_document(document_id):
+                return 0  # another process seeded it meanwhile
             self.apply(segments, None, None)
         return len(segments)

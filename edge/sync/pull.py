@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from edge.store.db import connection_lock, transaction
+from edge.store.db import transaction
 from edge.store.knowledge import ANNOTATIONS_DATASET, ANNOTATIONS_NAME, SEED_DATASET, KnowledgeStore, Segment
 from edge.store.parameters import CentralParameters
 from edge.sync.client import DifyClient, Listing, Unreachable
@@ -129,7 +129,7 @@ def pull_knowledge(
         dataset_id = str(dataset["id"])
         remote: list[Segment] = []
         keep: set[str] = set()
-        local_by_document = _local_ids_by_document(store, dataset_id)
+        local_by_document = store.ids_by_document(dataset_id)
         for document in _stable(lambda d=dataset_id: client.documents(dataset_key, d)).items:
             if document.get("indexing_status", "completed") != "completed":
                 keep |= local_by_document.get(str(document["id"]), set())  # pick it up once indexed
@@ -145,27 +145,11 @@ def pull_knowledge(
         report.embedded += embedded
         report.deleted += deleted
     synced = {str(d["id"]) for d in datasets}
-    for dataset_id in _local_datasets(store) - synced - {ANNOTATIONS_DATASET}:
+    for dataset_id in store.dataset_ids() - synced - {ANNOTATIONS_DATASET}:
         # central no longer has (or no longer shares) it; the seed gives way once central has knowledge
         if dataset_id != str(SEED_DATASET) or synced:
             report.deleted += store.delete_dataset(dataset_id)
     return report
-
-
-def _local_datasets(store: KnowledgeStore) -> set[str]:
-    with connection_lock(store.db):
-        return {row[0] for row in store.db.execute("SELECT DISTINCT dataset_id FROM knowledge_segments")}
-
-
-def _local_ids_by_document(store: KnowledgeStore, dataset_id: str) -> dict[str, set[str]]:
-    with connection_lock(store.db):
-        rows = store.db.execute(
-            "SELECT document_id, id FROM knowledge_segments WHERE dataset_id = ?", [dataset_id]
-        ).fetchall()
-    grouped: dict[str, set[str]] = {}
-    for document_id, segment_id in rows:
-        grouped.setdefault(document_id, set()).add(segment_id)
-    return grouped
 
 
 def annotation_segment(item: dict[str, Any]) -> Segment:
