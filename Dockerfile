@@ -84,7 +84,7 @@ RUN apt-get update \
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
 # The curated answers and knowledge seeds (relative defaults of edge/settings.py resolve under /app).
-COPY models/data/bitext_retail/intent_responses.csv models/data/bitext_retail/SOURCE.md ./models/data/bitext_retail/
+COPY models/data/answers/answers.csv models/data/answers/SOURCE.md ./models/data/answers/
 COPY models/data/knowledge/ ./models/data/knowledge/
 
 # Read-only root filesystem in k3s: nothing is written outside the volume and /tmp (an emptyDir).

@@ -71,6 +71,8 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check edge quantize tests bench
 
 bench: bundle
+	$(BIN)/python bench/answers.py --bundle $(BUNDLE)
+	$(BIN)/python bench/xsid.py --bundle $(BUNDLE)
 	$(BIN)/python bench/intent.py --bundle $(BUNDLE)
 	$(BIN)/python bench/retrieval.py --bundle $(BUNDLE)
 	$(BIN)/python bench/llm_quant.py

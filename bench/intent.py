@@ -1,7 +1,8 @@
-"""Intent model speed and quality: FP32 vs INT8 ONNX, and intent threads quiet vs under LLM load.
+"""The intent path of the default bundle (multilingual INT8 encoder + linear head): FP32 vs INT8, the
+trimmed vocabulary, and encoder threads quiet vs under LLM load.
 
 Run: `make bench` or `.venv/bin/python bench/intent.py --bundle models/default`.
-Needs the FP32 baseline that `quantize build-default` keeps in `models/default.reference/`.
+Needs the FP32 encoder that `quantize build-default` keeps in `models/default.reference/`.
 Prints ratios against the FP32 baseline measured in the same run (machines here are shared and noisy).
 """
 
@@ -11,16 +12,21 @@ import argparse
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from edge.bundle import load_bundle
-from edge.inference.intent import CONFIG_FILE, TOKENIZER_FILE, IntentClassifier, IntentConfig
-from quantize.data import load_examples
-from quantize.evaluate import batch_throughput, latency, quality, score
+from edge.inference.embedder import TOKENIZER_FILE, Embedder
+from edge.inference.head import HeadClassifier
+from edge.inference.loader import load_models
+from edge.language import detect
+from quantize.data import Example, load_files
+from quantize.evaluate import latency
 
 ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "models" / "data"
 LLM_LOAD = """
 import sys
 from llama_cpp import Llama
@@ -31,22 +37,22 @@ while True:
 """
 
 
-def single_latencies(classifier: IntentClassifier, texts: list[str]) -> np.ndarray:
+def single_latencies(classifier: HeadClassifier, texts: Sequence[str]) -> np.ndarray:
     out = []
     for text in texts:
         started = time.perf_counter()
-        classifier.logits(text)
+        classifier.understand(text)
         out.append((time.perf_counter() - started) * 1000.0)
     return np.asarray(out)
 
 
-def concurrent_rate(classifier: IntentClassifier, texts: list[str]) -> float:
-    started = time.perf_counter()
-    classifier.predict(texts)
-    return len(texts) / (time.perf_counter() - started)
+def accuracy(classifier: HeadClassifier, examples: Sequence[Example], language: str) -> float:
+    rows = [e for e in examples if detect(e.text) == language and e.label != "oos"]
+    predicted = classifier.predict([e.text for e in rows])
+    return float(np.mean([p.label == e.label for p, e in zip(predicted, rows, strict=True)]))
 
 
-def with_llm_load(gguf: Path, threads: int):
+def with_llm_load(gguf: Path, threads: int) -> subprocess.Popen[str]:
     process = subprocess.Popen(
         [sys.executable, "-c", LLM_LOAD, str(gguf), str(threads)], stdout=subprocess.PIPE, text=True
     )
@@ -59,42 +65,53 @@ def with_llm_load(gguf: Path, threads: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, default=ROOT / "models" / "default")
-    parser.add_argument("--data", type=Path, default=ROOT / "models" / "data" / "bitext_retail" / "dev.csv")
-    parser.add_argument("--queries", type=int, default=400, help="held-out queries timed per configuration")
+    parser.add_argument("--queries", type=int, default=300, help="held-out queries timed per configuration")
     args = parser.parse_args()
 
     bundle = load_bundle(args.bundle)
-    component = bundle.component("intent")
-    fp32_path = args.bundle.with_name(args.bundle.name + ".reference") / "intent-fp32.onnx"
+    fp32_path = args.bundle.with_name(args.bundle.name + ".reference") / "embedder-fp32.onnx"
     if not fp32_path.exists():
         sys.exit(f"{fp32_path} is missing: rebuild with `quantize build-default --out {args.bundle}`")
-    config = IntentConfig.from_dict(component.config(CONFIG_FILE))
-    tokenizer = component.file(TOKENIZER_FILE)
-    examples = load_examples(args.data)[0]
-    texts = [e.text for e in examples][: args.queries]
-    gold = [e.label for e in examples]
+    models = load_models(bundle)
+    int8 = models.classifier
+    if not isinstance(int8, HeadClassifier) or models.embedder is None:
+        sys.exit("this bench measures a bundle whose intent is a head over its embedder (quantize build-default)")
+    embedder = bundle.component("embedder")
+    fp32_embedder = Embedder.from_files(fp32_path, embedder.file(TOKENIZER_FILE), models.embedder.config)
+    fp32 = HeadClassifier(fp32_embedder, int8._weight, int8._bias, int8.config)
+    examples, _ = load_files([DATA / "bitext_retail" / "dev.csv", DATA / "answers" / "dev.csv"])
+    texts = [e.text for e in examples]
+    rng = np.random.default_rng(13)
+    timed = [texts[i] for i in rng.choice(len(texts), size=min(args.queries, len(texts)), replace=False)]
 
     rows = []
-    for name, model in (("FP32 ONNX", fp32_path), ("INT8 ONNX", component.file("model.onnx"))):
-        classifier = IntentClassifier.from_files(model, tokenizer, config, threads=1)
-        single_latencies(classifier, texts[:50])  # warm-up
-        lat = latency(single_latencies(classifier, texts))
-        acc = quality(gold, score(classifier, examples).predicted)["accuracy"]
-        rate = batch_throughput(model, tokenizer, config, [e.text for e in examples], threads=2)
-        rows.append((name, lat["p50_ms"], lat["p99_ms"], rate, model.stat().st_size / 1e6, acc))
-
-    print(f"\nIntent model, {len(texts)} held-out queries from {args.data.name}, batch 1 on one thread")
-    print(f"{'model':<11} {'p50 ms':>7} {'p99 ms':>7} {'b32 q/s':>8} {'MB':>6} {'accuracy':>9}")
-    for name, p50, p99, rate, size, acc in rows:
-        print(f"{name:<11} {p50:7.2f} {p99:7.2f} {rate:8.0f} {size:6.1f} {acc:9.2%}")
-    (_, f50, _, frate, fsize, facc), (_, i50, _, irate, isize, iacc) = rows
+    for name, classifier, path in (("FP32 ONNX", fp32, fp32_path), ("INT8 ONNX", int8, embedder.file("model.onnx"))):
+        single_latencies(classifier, timed[:30])  # warm-up
+        lat = latency(single_latencies(classifier, timed))
+        rows.append(
+            (
+                name,
+                lat["p50_ms"],
+                lat["p99_ms"],
+                path.stat().st_size / 1e6,
+                accuracy(classifier, examples, "en"),
+                accuracy(classifier, examples, "zh"),
+            )
+        )
+    print(f"\nEncoder + intent head, {len(timed)} held-out questions (English and Chinese), batch 1, one thread")
+    print(f"{'model':<11} {'p50 ms':>7} {'p99 ms':>7} {'MB':>6} {'en top-1':>9} {'zh top-1':>9}")
+    for name, p50, p99, size, en, zh in rows:
+        print(f"{name:<11} {p50:7.2f} {p99:7.2f} {size:6.1f} {en:9.2%} {zh:9.2%}")
+    (_, f50, _, fsize, fen, fzh), (_, i50, _, isize, ien, izh) = rows
     print(
-        f"{'INT8/FP32':<11} {f50 / i50:6.2f}× {'':>7} {irate / frate:7.2f}× {isize / fsize:5.2f}× "
-        f"{(iacc - facc) * 100:+8.2f} pt"
+        f"{'INT8/FP32':<11} {f50 / i50:6.2f}× {'':>7} {isize / fsize:5.2f}× {(ien - fen) * 100:+8.2f}pt "
+        f"{(izh - fzh) * 100:+8.2f}pt"
     )
+    trim = embedder.fragment.get("source", {})
+    print(f"(vocabulary trimmed to Latin + CJK; see the embedder's source record: {trim.get('name', '?')})")
 
     gguf = bundle.component("llm").file("model.gguf")
-    print("\nINT8 intent, batch-1 latency by intra-op threads, quiet and with the LLM generating beside it")
+    print("\nINT8 encoder + head, batch-1 latency by intra-op threads, quiet and with the LLM generating beside it")
     print(f"{'machine state':<26} {'1 thread p50':>13} {'2 threads p50':>14} {'2 workers×1 thr q/s':>20}")
     loads = [("quiet", None), ("LLM generating, 1 thread", 1), ("LLM generating, 2 threads", 2)]
     for label, llm_threads in loads:
@@ -102,12 +119,12 @@ def main() -> None:
         try:
             measured = []
             for threads in (1, 2):
-                classifier = IntentClassifier.from_files(
-                    component.file("model.onnx"), tokenizer, config, threads=threads
-                )
-                measured.append(latency(single_latencies(classifier, texts[:200]))["p50_ms"])
-            pool = IntentClassifier.from_files(component.file("model.onnx"), tokenizer, config, threads=1, workers=2)
-            rate = concurrent_rate(pool, texts)
+                classifier = load_models(bundle, intent_threads=threads).classifier
+                measured.append(latency(single_latencies(classifier, timed[:150]))["p50_ms"])
+            pool = load_models(bundle, workers=2).classifier
+            started = time.perf_counter()
+            pool.predict(timed)
+            rate = len(timed) / (time.perf_counter() - started)
             pool.close()
         finally:
             if process:

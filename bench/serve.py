@@ -50,13 +50,16 @@ from typing import Any
 import httpx
 import numpy as np
 
-from edge.assistant.policy import GroundingLimits, Route, decide
+from edge.assistant.policy import Question, Route, decide
+from edge.assistant.routing import thresholds_from
 from edge.bundle import load_bundle
-from edge.inference.intent import IntentClassifier
-from edge.settings import PLACEHOLDER_MARKERS
+from edge.inference.loader import load_models
+from edge.settings import PLACEHOLDER_MARKERS, Settings
+from edge.store.answers import bank_of, read_answers_csv
 
 ROOT = Path(__file__).resolve().parent.parent
 RETAIL = ROOT / "models" / "data" / "bitext_retail"
+ANSWERS_CSV = ROOT / "models" / "data" / "answers" / "answers.csv"
 ASSISTANT_MODEL = "kiosk-assistant"
 N_CTX = 2048  # the server's default KIOSK_LLM_CONTEXT; the raw baseline uses the same
 N_BATCH = 512  # LlmEngine's default
@@ -238,7 +241,7 @@ def running_server(bundle: Path, data_dir: Path, llm_threads: int, start_timeout
         "KIOSK_DATA_DIR": str(data_dir),
         "KIOSK_HOST": "127.0.0.1",
         "KIOSK_PORT": str(port),
-        "KIOSK_CURATED_ANSWERS_CSV": str(RETAIL / "intent_responses.csv"),
+        "KIOSK_CURATED_ANSWERS_CSV": str(ANSWERS_CSV),
         "KIOSK_LLM_THREADS": str(llm_threads),
         "KIOSK_RATE_LIMIT_PER_S": "1000000",
         "KIOSK_RATE_LIMIT_BURST": "1000000",
@@ -297,22 +300,19 @@ class QueryMix:
     intent_ms: float  # mean offline batch-1 intent latency on one thread, for reference
 
 
-def curated_labels() -> dict[str, str]:
-    with (RETAIL / "intent_responses.csv").open(newline="", encoding="utf-8") as handle:
-        return {row["label"]: row["answer"] for row in csv.DictReader(handle)}
-
-
 def build_query_mix(bundle: Path, n: int, warmup: int, seed: int) -> QueryMix:
     """Distinct curated-route questions for 2/3 of the requests; every third request repeats one."""
-    curated = curated_labels()
+    curated = bank_of(read_answers_csv(ANSWERS_CSV))
     with (RETAIL / "dev.csv").open(newline="", encoding="utf-8") as handle:
         dev = [row["text"] for row in csv.DictReader(handle) if row["label"] in curated]
-    classifier = IntentClassifier.from_component(load_bundle(bundle).component("intent"), threads=1)
-    variables = {"Store Name": "our store", "Opening Hours": "9:00-20:00"}
+    classifier = load_models(load_bundle(bundle)).classifier
+    variables = Settings().store_variables
+    thresholds = thresholds_from(classifier.config, llm_floor=0.3)
 
     def route(text: str) -> Route:
-        (prediction,) = classifier.predict([text])
-        return decide(prediction, curated, variables, GroundingLimits(llm_floor=0.3)).route
+        understanding = classifier.understand(text)
+        question = Question(understanding.language, understanding.prediction)
+        return decide(question, curated, variables, thresholds[understanding.language]).route
 
     unique_needed = n - n // 3 + warmup
     started, checked = time.perf_counter(), 0

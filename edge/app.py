@@ -15,13 +15,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from edge.api import dify, kiosk, openai, ops
 from edge.api.auth import KeyRing, RateLimiter
 from edge.api.errors import OPENAI_PATHS, PayloadTooLarge, dify_openapi, envelope, install_error_handlers
+from edge.assistant.bank import BankView, missing_variables
 from edge.assistant.cache import AnswerCache
 from edge.assistant.pipeline import Assistant
+from edge.assistant.policy import Decision, GroundingLimits
+from edge.assistant.recorder import TurnRecorder
 from edge.assistant.retrieval import RetrievalConfig, Retriever
+from edge.assistant.routing import Router, RoutingConfig, thresholds_from
 from edge.bundle import Bundle, load_bundle
-from edge.inference.embedder import Embedder, embedder_id
-from edge.inference.intent import IntentClassifier
 from edge.inference.llm import LlmEngine
+from edge.inference.loader import Models, load_models
 from edge.metrics import Metrics, RequestMetrics
 from edge.settings import Settings
 from edge.store.answers import CuratedAnswers
@@ -33,6 +36,7 @@ from edge.store.parameters import CentralParameters
 from edge.store.sync_state import SyncState
 from edge.store.writer import Writer
 
+log = logging.getLogger(__name__)
 DRAIN_DEADLINE_S = 15.0  # inside `edge serve`'s 20 s graceful shutdown, leaving time to send the error events
 
 
@@ -77,10 +81,14 @@ def _load(app: FastAPI, settings: Settings, bundle: Bundle | None, closing: Exit
     open, so a failure half-way (or the shutdown) closes exactly what was opened, in reverse order."""
     if bundle is None:
         bundle = load_bundle(settings.bundle_dir, verify=settings.verify_bundle)
-    classifier = IntentClassifier.from_component(
-        bundle.component("intent"), threads=settings.intent_threads, workers=settings.intent_workers
+    models = load_models(
+        bundle,
+        intent_threads=settings.intent_threads,
+        workers=settings.intent_workers,
+        embedder_threads=settings.embedder_threads,
+        threshold=settings.intent_min_confidence,
     )
-    closing.callback(classifier.close)
+    closing.callback(models.close)
     llm: LlmEngine | None = None
     if "llm" in bundle.components:
         component = bundle.component("llm")
@@ -103,9 +111,12 @@ def _load(app: FastAPI, settings: Settings, bundle: Bundle | None, closing: Exit
     if settings.curated_answers_csv.is_file():
         curated.seed_from_csv(settings.curated_answers_csv)
     knowledge = KnowledgeStore(db)
-    retriever = _retriever(settings, bundle, knowledge)
-    cache: AnswerCache[str] = AnswerCache(settings.cache_size, settings.cache_ttl_s)
+    routing = _routing_config(settings, models)
+    retriever = _retriever(settings, models, knowledge, routing)
+    cache: AnswerCache[Decision] = AnswerCache(settings.cache_size, settings.cache_ttl_s)
     app.state.llm = llm
+    app.state.cache = cache
+    app.state.knowledge, app.state.retriever = knowledge, retriever
 
     def begin_drain() -> None:
         app.state.ready = False  # /readyz → 503: k3s stops routing here while in-flight answers finish
@@ -120,9 +131,16 @@ def _load(app: FastAPI, settings: Settings, bundle: Bundle | None, closing: Exit
     writer = Writer(db)
     writer.start()
     closing.callback(writer.close)  # registered after the database: drains before it closes
-    app.state.assistant = Assistant(
-        settings, classifier, llm, conversations, curated, cache, app.state.metrics, retriever, writer, knowledge
-    )
+    bank = BankView(curated, knowledge, cache, settings.knowledge_refresh_s)
+    missing = missing_variables(bank.answers, settings.store_variables)
+    if missing:
+        log.warning(
+            "answers use store variables the settings lack; those answers hand off instead",
+            extra={"missing_variables": missing},
+        )
+    router = Router(models.classifier, retriever, bank, cache, settings.store_variables, routing)
+    recorder = TurnRecorder(conversations, writer, app.state.metrics)
+    app.state.assistant = Assistant(settings, router, llm, conversations, recorder)
     if retriever is not None:
         # Seeds (and segments left by an older embedder) are embedded after start-up, so the box is ready
         # at once; until a segment has its vector it is simply not found.
@@ -133,22 +151,34 @@ def _load(app: FastAPI, settings: Settings, bundle: Bundle | None, closing: Exit
         closing.callback(stop.set)
 
 
-def _retriever(settings: Settings, bundle: Bundle, knowledge: KnowledgeStore) -> Retriever | None:
+def _routing_config(settings: Settings, models: Models) -> RoutingConfig:
+    thresholds = thresholds_from(
+        models.classifier.config,
+        intent=settings.intent_min_confidence,
+        match=settings.match_min_score,
+        passage=settings.retrieval_min_score,
+        llm_floor=settings.llm_floor,
+    )
+    limits = GroundingLimits(settings.grounding_chars_per_source, settings.grounding_chars)
+    return RoutingConfig(thresholds, limits, tuple(settings.llm_languages), settings.followup_turns)
+
+
+def _retriever(
+    settings: Settings, models: Models, knowledge: KnowledgeStore, routing: RoutingConfig
+) -> Retriever | None:
     """Seed local knowledge on first start; retrieval needs the bundle's embedder."""
     for path in settings.knowledge_seed_csvs:
         if path.is_file():
             knowledge.seed_from_csv(path)
-    if "embedder" not in bundle.components or settings.retrieval_top_k == 0:
-        logging.getLogger(__name__).warning("retrieval off: the bundle has no embedder or retrieval_top_k is 0")
+    if models.embedder is None or models.embedder_id is None or settings.retrieval_top_k == 0:
+        log.warning("retrieval off: the bundle has no embedder or retrieval_top_k is 0")
         return None
-    component = bundle.component("embedder")
-    embedder = Embedder.from_component(component, threads=settings.embedder_threads)
+    # Hits are kept down to the lowest threshold any language uses; the policy applies each one.
+    floor = min(min(t.match, t.passage) for t in routing.thresholds.values())
     config = RetrievalConfig(
-        top_k=settings.retrieval_top_k,
-        min_score=settings.retrieval_min_score,
-        text_weight=settings.retrieval_text_weight,
+        top_k=settings.retrieval_top_k, min_score=floor, text_weight=settings.retrieval_text_weight
     )
-    return Retriever(knowledge, embedder, embedder_id(component), config)
+    return Retriever(knowledge, models.embedder, models.embedder_id, config)
 
 
 def create_app(settings: Settings, bundle: Bundle | None = None) -> FastAPI:

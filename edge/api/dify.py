@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -17,6 +17,8 @@ from edge.api.errors import ApiError, InvalidParam, NotFound
 from edge.api.sse import PING, data_line, with_pings
 from edge.assistant.pipeline import Delta, Finished, Started
 from edge.assistant.sources import legacy_source
+from edge.errors import EdgeError
+from edge.language import DEFAULT_LANGUAGE, LANGUAGES, detect
 
 router = APIRouter(prefix="/v1")
 PING_INTERVAL_S = 10.0
@@ -219,7 +221,7 @@ async def _stream(events: AsyncIterator[Started | Delta | Finished]) -> AsyncIte
                             "files": None,
                         }
                     )
-    except ApiError as exc:
+    except EdgeError as exc:
         yield data_line(_error_event(started, exc.status, exc.code, exc.message))
     except Exception:  # after the first byte, a failure can only be an error event
         yield data_line(
@@ -329,14 +331,27 @@ async def feedback(message_id: str, body: FeedbackBody, caller: ChatCaller, stor
 
 
 @router.get("/parameters")
-async def parameters(_: ChatCaller, settings: SettingsDep, request: Request) -> dict[str, Any]:
-    """The box's settings, overridden by central's opening statement and suggested questions once the
-    sync agent has pulled them (central is authoritative for app configuration)."""
+async def parameters(
+    _: ChatCaller,
+    settings: SettingsDep,
+    request: Request,
+    language: Annotated[str | None, Query(description="kiosk-edge: `en` or `zh` (the kiosk page's language).")] = None,
+) -> dict[str, Any]:
+    """The box's settings in the page's language, overridden by central's opening statement and suggested
+    questions once the sync agent has pulled them (central is authoritative for app configuration) when
+    they are written in that language. Dify has no `language` parameter: without it, the default language."""
     central_store = getattr(request.app.state, "central_parameters", None)
     central = (await run_in_threadpool(central_store.get) if central_store is not None else None) or {}
+    language = language if language in LANGUAGES else settings.ui_language
+    opening = central.get("opening_statement")
+    if not isinstance(opening, str) or detect(opening) != language:
+        opening = settings.text("opening_statement", language)
+    suggested = central.get("suggested_questions")
+    if not isinstance(suggested, list) or not suggested or any(detect(str(q)) != language for q in suggested):
+        suggested = settings.suggested_questions.get(language) or settings.suggested_questions.get(DEFAULT_LANGUAGE, [])
     return {
-        "opening_statement": central.get("opening_statement") or settings.opening_statement,
-        "suggested_questions": central.get("suggested_questions") or settings.suggested_questions,
+        "opening_statement": opening,
+        "suggested_questions": suggested,
         "suggested_questions_after_answer": {"enabled": False},
         "speech_to_text": {"enabled": False},
         "text_to_speech": {"enabled": False, "voice": "", "language": "", "autoPlay": "disabled"},

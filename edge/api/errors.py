@@ -14,23 +14,14 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from edge.errors import EdgeError
 from edge.store.errors import StoreError
 
 OPENAI_PATHS = ("/v1/chat/completions", "/v1/models")
 
 
-class ApiError(Exception):
-    """An error that carries its HTTP status, a machine code and a human message."""
-
-    status = 500
-    code = "internal_server_error"
-    openai_type = "server_error"
-
-    def __init__(self, message: str, *, param: str | None = None, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        self.headers = headers or {}
+class ApiError(EdgeError):
+    """An error of the API layer itself; the core's own errors (`EdgeError`) render the same way."""
 
 
 class InvalidParam(ApiError):
@@ -78,7 +69,7 @@ def _printable(text: str | None) -> str | None:
     return None if text is None else text.encode("utf-8", "replace").decode("utf-8")
 
 
-def envelope(error: ApiError, openai: bool) -> dict[str, Any]:
+def envelope(error: EdgeError, openai: bool) -> dict[str, Any]:
     message, param = _printable(error.message), _printable(error.param)
     if openai:
         return {"error": {"message": message, "type": error.openai_type, "param": param, "code": error.code}}
@@ -88,7 +79,7 @@ def envelope(error: ApiError, openai: bool) -> dict[str, Any]:
     return body
 
 
-def error_response(request: Request, error: ApiError) -> JSONResponse:
+def error_response(request: Request, error: EdgeError) -> JSONResponse:
     return JSONResponse(envelope(error, is_openai(request)), status_code=error.status, headers=error.headers)
 
 
@@ -155,8 +146,8 @@ def from_store_error(exc: StoreError) -> ApiError:
 def install_error_handlers(app: FastAPI) -> None:
     """Every error, ours or the framework's, leaves in its family's envelope; never a bare 500 page."""
 
-    @app.exception_handler(ApiError)
-    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+    @app.exception_handler(EdgeError)
+    async def _api_error(request: Request, exc: EdgeError) -> JSONResponse:
         return error_response(request, exc)
 
     @app.exception_handler(StoreError)

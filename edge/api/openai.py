@@ -12,9 +12,10 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge.api.deps import AppKey, AssistantDep
-from edge.api.errors import ApiError, InvalidParam, NotFound, Overloaded
+from edge.api.errors import InvalidParam, NotFound, Overloaded
 from edge.api.sse import data_line
 from edge.assistant.pipeline import Delta, Finished, Started
+from edge.errors import EdgeError
 from edge.inference.llm import Draining, Generation, QueueFull
 
 router = APIRouter(prefix="/v1")
@@ -168,7 +169,7 @@ async def _sse(
             else:
                 finish, usage = value
                 yield data_line({**_chunk(completion_id, model, created, {}, finish), "usage": usage})
-    except ApiError as exc:
+    except EdgeError as exc:
         yield data_line(
             {"error": {"message": exc.message, "type": exc.openai_type, "param": exc.param, "code": exc.code}}
         )

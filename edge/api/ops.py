@@ -35,7 +35,7 @@ async def metrics(request: Request) -> Response:
     state = request.app.state
     assistant = getattr(state, "assistant", None)
     if assistant is not None:
-        state.metrics.refresh(assistant.cache, getattr(state, "llm", None))
+        state.metrics.refresh(state.cache, getattr(state, "llm", None))
     sync = getattr(state, "sync_figures", None)
     if sync is not None:
         state.metrics.refresh_sync(*await run_in_threadpool(sync))

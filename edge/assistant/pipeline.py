@@ -1,50 +1,41 @@
 """One customer question, end to end, as a stream of events that both API families render.
 
-normalise → hot-answer cache → intent (batch 1, off the event loop) → policy → curated answer,
-grounded LLM or hand-off → the turn and its outbox row persisted in one transaction. Everything that
-can fail before the first byte (bad input, unknown conversation, a full LLM queue) fails before
-the first event, so it can still be an HTTP error; later failures become error events.
+normalise → route (annotation, hot cache, one encoder pass, retrieval, policy, follow-up; see
+`routing`) → a verbatim answer in the shopper's language, a checked generation, a polite decline or
+a hand-off → the turn and its outbox row persisted in one transaction (`recorder`). Everything that
+can fail before the first byte (bad input, unknown conversation, a full LLM queue) fails before the
+first event, so it can still be an HTTP error; later failures become error events.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import math
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from edge.api.errors import InvalidParam, Overloaded
-from edge.assistant.cache import AnswerCache, cache_key
-from edge.assistant.policy import (
-    Decision,
-    GroundingLimits,
-    Route,
-    annotation_decision,
-    answers_from_curated,
-    decide,
-)
+from edge.assistant.faithfulness import Evidence
+from edge.assistant.policy import Decision, Reason, Route
 from edge.assistant.prompts import build_messages
-from edge.assistant.retrieval import Retriever
-from edge.assistant.sources import Source
-from edge.inference.intent import IntentClassifier, IntentPrediction
+from edge.assistant.recorder import Finished, Turn, TurnRecorder
+from edge.assistant.routing import Router
+from edge.errors import BadInput, Busy
+from edge.inference.intent import Understanding
 from edge.inference.llm import Draining, Generation, LlmEngine, QueueFull
+from edge.language import pick
 from edge.logs import CONVERSATION_ID
-from edge.metrics import Metrics
 from edge.settings import Settings
-from edge.store.answers import CuratedAnswers
 from edge.store.conversations import ConversationStore
-from edge.store.knowledge import ANNOTATIONS_DATASET, ANNOTATIONS_NAME, KnowledgeStore
-from edge.store.writer import Writer
 from edge.text import normalise
 
-log = logging.getLogger(__name__)
 HANDOFF_INPUT = "handoff"
+_SENTENCE_END = re.compile(r"[.!?。！？](?:\s+|$)|\n")
+
+__all__ = ["Assistant", "Delta", "Finished", "Prepared", "Started", "wants_handoff"]
 
 
 @dataclass(frozen=True)
@@ -60,17 +51,6 @@ class Delta:
     text: str
 
 
-@dataclass
-class Finished:
-    message: dict[str, Any]
-    route: Route
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    latency_s: float = 0.0
-    sources: list[Source] = field(default_factory=list)
-    annotation_id: str | None = None
-
-
 Event = Started | Delta | Finished
 
 
@@ -80,8 +60,10 @@ class Prepared:
 
     conversation_id: str
     decision: Decision
-    prediction: IntentPrediction | None
+    language: str
+    understanding: Understanding | None = None
     generation: Generation | None = None
+    evidence: Evidence | None = None  # what a generated answer may state
     new_conversation: dict[str, Any] | None = None  # set when this turn opens the conversation
     created_at: int = field(default_factory=lambda: int(time.time()))  # the message's, as Started reports it
 
@@ -95,89 +77,36 @@ def wants_handoff(inputs: dict[str, Any]) -> bool:
     return value is True or value == 1
 
 
+def split_sentence(buffer: str) -> tuple[str, str] | None:
+    """The first complete sentence of `buffer` (with its trailing space) and the rest, or None."""
+    match = _SENTENCE_END.search(buffer)
+    if match is None or (match.end() == len(buffer) and not match.group(0)[-1:].isspace()):
+        return None
+    return buffer[: match.end()], buffer[match.end() :]
+
+
 class Assistant:
     def __init__(
         self,
         settings: Settings,
-        classifier: IntentClassifier,
+        router: Router,
         llm: LlmEngine | None,
         conversations: ConversationStore,
-        curated: CuratedAnswers,
-        cache: AnswerCache[str],
-        metrics: Metrics | None = None,
-        retriever: Retriever | None = None,
-        writer: Writer | None = None,
-        knowledge: KnowledgeStore | None = None,
+        recorder: TurnRecorder,
     ) -> None:
         self.settings = settings
-        self.classifier = classifier
+        self.router = router
         self.llm = llm
         self.conversations = conversations
-        self.curated = curated
-        self.cache = cache
-        self.metrics = metrics
-        self.retriever = retriever
-        self.writer = writer  # turns commit through it (grouped); without one, each in the thread pool
-        self.limits = GroundingLimits(
-            llm_floor=settings.llm_floor,
-            max_chars_per_source=settings.grounding_chars_per_source,
-            max_chars=settings.grounding_chars,
-            annotation_min_score=settings.annotation_min_score,
-        )
-        self.knowledge = knowledge
+        self.recorder = recorder
         self.tasks: dict[str, tuple[str, Generation]] = {}
-        self._curated: dict[str, str] = curated.all()
-        self._annotations: dict[str, tuple[str, str]] = {}  # cache_key(question) → (segment id, answer)
-        self._knowledge_version: int | None = None
-        self._knowledge_checked = -math.inf
-
-    def curated_answers(self) -> dict[str, str]:
-        """Curated answers held in memory; `_follow_knowledge` reloads them when the database changes."""
-        return self._curated
-
-    async def _follow_knowledge(self) -> None:
-        """Every few seconds, see whether the sync agent changed knowledge or annotations; when it did,
-        reload the annotations and empty the hot-answer cache, which may hold a replaced answer."""
-        if self.knowledge is None:
-            return
-        now = time.monotonic()
-        if now - self._knowledge_checked < self.settings.knowledge_refresh_s:
-            return
-        self._knowledge_checked = now
-        version = await run_in_threadpool(self.knowledge.version)
-        if version == self._knowledge_version:
-            return
-        pairs = await run_in_threadpool(self.knowledge.qa_pairs, ANNOTATIONS_DATASET)
-        annotations = {cache_key(question): (segment_id, answer) for segment_id, question, answer in pairs}
-        curated = await run_in_threadpool(self.curated.all)
-        if annotations != self._annotations or curated != self._curated:
-            # Only a change of the answers themselves empties the cache: segments being embedded or
-            # edited move the version too, and must not cost the cache its hits.
-            self.cache.clear()
-        self._annotations, self._curated = annotations, curated
-        self._knowledge_version = version
-
-    def _annotation(self, query: str) -> Decision | None:
-        """Central's annotation for exactly this question (normalised), checked before anything else."""
-        match = self._annotations.get(cache_key(query))
-        if match is None:
-            return None
-        segment = {
-            "id": match[0],
-            "dataset_id": ANNOTATIONS_DATASET,
-            "dataset_name": ANNOTATIONS_NAME,
-            "document_id": ANNOTATIONS_DATASET,
-            "document_name": ANNOTATIONS_NAME,
-            "answer": match[1],
-        }
-        return annotation_decision(segment, 1.0, self.settings.store_variables)
 
     def clean_query(self, query: str) -> str:
         cleaned = normalise(query.replace("\x00", ""))
         if not cleaned:
-            raise InvalidParam("query is required", param="query")
+            raise BadInput("query is required", param="query")
         if len(cleaned) > self.settings.max_query_chars:
-            raise InvalidParam(f"query is longer than {self.settings.max_query_chars} characters", param="query")
+            raise BadInput(f"query is longer than {self.settings.max_query_chars} characters", param="query")
         return cleaned
 
     async def _conversation(
@@ -198,140 +127,129 @@ class Assistant:
         inputs: dict[str, Any],
         history: list[tuple[str, str]] | None = None,
     ) -> Prepared:
-        """Route the question; start the LLM if needed. Raises ApiError before anything is sent."""
+        """Route the question; start the LLM if needed. Raises EdgeError before anything is sent."""
         conversation, new_conversation = await self._conversation(conversation_id, user, inputs)
         CONVERSATION_ID.set(conversation)
+        loaded: list[list[tuple[str, str]]] = []
+
+        async def past_turns() -> list[tuple[str, str]]:
+            if history is not None:
+                return history
+            if new_conversation is not None:
+                return []
+            if not loaded:
+                turns = max(self.settings.history_turns, self.settings.followup_turns)
+                loaded.append(await run_in_threadpool(self.conversations.recent_turns, conversation, turns))
+            return loaded[0]
+
         if wants_handoff(inputs):
-            return Prepared(conversation, Decision(Route.HANDOFF), None, new_conversation=new_conversation)
-        await self._follow_knowledge()
-        annotated = self._annotation(query)
-        if annotated is not None:
-            return Prepared(conversation, annotated, None, new_conversation=new_conversation)
-        cached = self.cache.get(query)
-        if cached is not None:
-            return Prepared(conversation, Decision(Route.CACHE, answer=cached), None, new_conversation=new_conversation)
-        prediction = await asyncio.wrap_future(self.classifier.submit(query))
-        curated = self.curated_answers()
-        hits = []
-        if self.retriever is not None and not answers_from_curated(prediction, curated):
-            hits = await run_in_threadpool(self.retriever.search, query)
-        decision = decide(prediction, curated, self.settings.store_variables, self.limits, hits)
-        if decision.route is Route.CURATED and decision.answer is not None:
-            self.cache.put(query, decision.answer)
-        prepared = Prepared(conversation, decision, prediction, new_conversation=new_conversation)
-        if decision.route is Route.LLM:
+            from edge.language import detect
+
+            decision = Decision(Route.HANDOFF, reason=Reason.BUTTON)
+            return Prepared(conversation, decision, detect(query), new_conversation=new_conversation)
+        routed = await self.router.route(query, past_turns)
+        prepared = Prepared(
+            conversation, routed.decision, routed.language, routed.understanding, new_conversation=new_conversation
+        )
+        if routed.decision.route is Route.LLM:
             if self.llm is None:
-                prepared.decision = Decision(Route.HANDOFF)
+                prepared.decision = Decision(Route.HANDOFF, reason=Reason.NO_LLM)
                 return prepared
-            if history is None and new_conversation is not None:
-                history = []
-            if history is None:
-                history = await run_in_threadpool(
-                    self.conversations.recent_turns, conversation, self.settings.history_turns
-                )
-            messages = build_messages(
-                self.settings.system_prompt,
-                self.settings.store_variables,
-                [source["content"] for source in decision.sources],
-                history,
-                query,
-                self.settings.few_shot,
-            )
-            try:
-                prepared.generation = self.llm.submit(messages, max_tokens=self.settings.llm_max_tokens)
-            except QueueFull as exc:
-                raise Overloaded(
-                    "The assistant is busy; please retry shortly.", headers={"Retry-After": str(exc.retry_after)}
-                ) from None
-            except Draining as exc:
-                raise Overloaded(str(exc), headers={"Retry-After": "5"}) from None
+            turns = (await past_turns())[-self.settings.history_turns :] if self.settings.history_turns else []
+            self._start_generation(prepared, query, turns)
         return prepared
+
+    def _start_generation(self, prepared: Prepared, query: str, turns: list[tuple[str, str]]) -> None:
+        assert self.llm is not None
+        language = prepared.language
+        facts = {
+            name: value
+            for name, setting in self.settings.store_variables.items()
+            if (value := pick(setting, language)) is not None
+        }
+        grounding = [source["content"] for source in prepared.decision.sources]
+        messages = build_messages(self.settings.system_prompt, facts, grounding, turns, query, self.settings.few_shot)
+        prepared.evidence = Evidence([*grounding, query, *(text for turn in turns for text in turn), *facts.values()])
+        try:
+            prepared.generation = self.llm.submit(messages, max_tokens=self.settings.llm_max_tokens)
+        except QueueFull as exc:
+            raise Busy("The assistant is busy; please retry shortly.", exc.retry_after) from None
+        except Draining as exc:
+            raise Busy(str(exc), 5) from None
 
     async def run(self, prepared: Prepared, query: str, user: str) -> AsyncIterator[Event]:
         """Yield Started, the answer's deltas, then Finished (after the turn is persisted)."""
-        started = time.perf_counter()
-        message_id = str(uuid.uuid4())
+        turn = Turn(prepared.conversation_id, user, query, str(uuid.uuid4()), prepared, time.perf_counter())
         task_id = str(uuid.uuid4())
-        decision = prepared.decision
-        yield Started(prepared.conversation_id, message_id, task_id, prepared.created_at)
-        parts: list[str] = []
+        yield Started(prepared.conversation_id, turn.message_id, task_id, prepared.created_at)
         generation = prepared.generation
         try:
             if generation is not None:
                 self.tasks[task_id] = (user, generation)
-                try:
-                    async for chunk in generation.achunks():
-                        parts.append(chunk)
-                        yield Delta(chunk)
-                except Draining as exc:  # queued when shutdown began: say so, as an error event
-                    raise Overloaded(str(exc), headers={"Retry-After": "5"}) from None
+                async for text in self._checked(prepared, generation, turn):
+                    turn.parts.append(text)
+                    yield Delta(text)
             else:
-                text = decision.answer if decision.route in (Route.CACHE, Route.CURATED) else None
-                parts.append(text if text is not None else self.settings.handoff_message)
-                yield Delta(parts[-1])
+                turn.parts.append(self._fixed_answer(prepared))
+                yield Delta(turn.parts[-1])
+        except Draining as exc:  # queued when shutdown began: say so, as an error event
+            if generation is not None:
+                generation.cancel()
+            self.recorder.record_interrupted(turn, "stopped")
+            raise Busy(str(exc), 5) from None
         except BaseException:
             if generation is not None:
                 generation.cancel()
-            self._persist_later(prepared, query, user, message_id, "".join(parts), started, error="stopped")
+            self.recorder.record_interrupted(turn, "stopped")
             raise
         finally:
             self.tasks.pop(task_id, None)
-        persist = self.writer.run if self.writer is not None else run_in_threadpool
-        finished = await persist(self._persist, prepared, query, user, message_id, "".join(parts), started, None)
-        yield finished
+        yield await self.recorder.record(turn)
 
-    def _persist(
-        self,
-        prepared: Prepared,
-        query: str,
-        user: str,
-        message_id: str,
-        answer: str,
-        started: float,
-        error: str | None,
-    ) -> Finished:
-        generation = prepared.generation
-        prediction = prepared.prediction
-        route = prepared.decision.route
-        sources = prepared.decision.sources
-        latency = time.perf_counter() - started
-        prompt_tokens = generation.prompt_tokens if generation else 0
-        completion_tokens = generation.completion_tokens if generation else 0
-        message = self.conversations.record_turn(
-            prepared.conversation_id,
-            user,
-            query,
-            answer,
-            new_conversation=prepared.new_conversation,
-            created_at=prepared.created_at,
-            route=route.value,
-            intent=prediction.label if prediction else None,
-            confidence=prediction.confidence if prediction else None,
-            latency_ms=latency * 1000.0,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            sources=sources,
-            status="error" if error else "normal",
-            error=error,
-            message_id=message_id,
-        )
-        if self.metrics is not None:
-            self.metrics.observe_answer(route.value, prediction.label if prediction else None, latency, generation)
-        log.info(
-            "answered",
-            extra={"conversation_id": prepared.conversation_id, "route": route.value, "latency_ms": latency * 1000},
-        )
-        return Finished(
-            message, route, prompt_tokens, completion_tokens, latency, sources, prepared.decision.annotation_id
-        )
+    def _fixed_answer(self, prepared: Prepared) -> str:
+        decision = prepared.decision
+        if decision.route in (Route.CACHE, Route.CURATED) and decision.answer is not None:
+            return decision.answer
+        name = "decline_message" if decision.route is Route.DECLINED else "handoff_message"
+        return self.settings.text(name, prepared.language)
 
-    def _persist_later(self, *args: Any, error: str) -> None:
-        """Record an interrupted turn without awaiting (we may be inside a closing generator)."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:
-            return
-        loop.run_in_executor(None, lambda: self._persist(*args, error))
+    async def _checked(self, prepared: Prepared, generation: Generation, turn: Turn) -> AsyncIterator[str]:
+        """The generation sentence by sentence, each released only once the faithfulness check passed it.
+
+        At the first sentence stating a fact its grounding does not hold, generation stops: with
+        nothing shown yet the shopper gets the hand-off instead; otherwise the answer ends with the
+        sentences already checked. Never a checked and an unchecked answer glued together."""
+        evidence = prepared.evidence or Evidence([])
+        buffer, released = "", False
+        finished = False
+        chunks = generation.achunks()
+        while True:
+            try:
+                chunk = await anext(chunks)
+            except StopAsyncIteration:
+                finished = True
+                chunk = ""
+            buffer += chunk
+            while (split := split_sentence(buffer)) is not None or (finished and buffer.strip()):
+                sentence, buffer = split if split is not None else (buffer, "")
+                verdict = evidence.check(sentence)
+                if not verdict.faithful:
+                    generation.cancel()
+                    self.recorder.count_check(passed=False)
+                    turn.unsupported = verdict.unsupported
+                    if released:  # the checked sentences stand; the turn records why the answer ends there
+                        prepared.decision = replace(prepared.decision, reason=Reason.UNFAITHFUL)
+                    else:
+                        sources = prepared.decision.sources
+                        prepared.decision = Decision(Route.HANDOFF, sources=sources, reason=Reason.UNFAITHFUL)
+                        yield self.settings.text("handoff_message", prepared.language)
+                    return
+                released = True
+                yield sentence
+            if finished:
+                break
+        if released:
+            self.recorder.count_check(passed=True)
 
     def stop(self, task_id: str, user: str) -> None:
         """Dify's stop: silently ignores unknown tasks and other users' tasks."""

@@ -55,12 +55,14 @@ class Retriever:
                 self._index = self.store.vector_index(self.embedder_id, self.embedder.config.dimension)
             return self._index
 
-    def search(self, query: str) -> list[Hit]:
-        """The most relevant enabled segments, best first; empty when nothing reaches `min_score`."""
+    def search(self, query: str, vector: np.ndarray | None = None) -> list[Hit]:
+        """The most relevant enabled segments, best first; empty when nothing reaches `min_score`.
+        `vector`: the question's embedding when the caller already has it (one encoder pass a question)."""
         index = self._current()
         if not index.ids:
             return []
-        vector = self.embedder.embed([query])[0]
+        if vector is None:
+            vector = self.embedder.embed([query])[0]
         cosine = index.matrix @ vector
         position = {segment_id: i for i, segment_id in enumerate(index.ids)}
         limit = min(self.config.candidates, len(index.ids))

@@ -25,16 +25,26 @@ CONFIG_FILE = "embedder.json"
 class EmbedderConfig:
     max_length: int
     dimension: int
+    # Put before every text: E5 models are trained with "query: " (symmetric matching of questions).
+    prefix: str = ""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EmbedderConfig:
         try:
-            return cls(max_length=int(data["max_length"]), dimension=int(data["dimension"]))
+            return cls(
+                max_length=int(data["max_length"]), dimension=int(data["dimension"]), prefix=str(data.get("prefix", ""))
+            )
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"embedder config is incomplete or malformed: {exc!r}") from exc
 
     def to_dict(self) -> dict[str, Any]:
-        return {"max_length": self.max_length, "dimension": self.dimension, "pooling": "mean", "normalized": True}
+        return {
+            "max_length": self.max_length,
+            "dimension": self.dimension,
+            "pooling": "mean",
+            "normalized": True,
+            "prefix": self.prefix,
+        }
 
 
 def mean_pool(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -74,7 +84,8 @@ class Embedder:
         return cls.from_files(component.file(MODEL_FILE), component.file(TOKENIZER_FILE), config, threads=threads)
 
     def _embed_batch(self, texts: Sequence[str]) -> np.ndarray:
-        encodings = self._tokenizer.encode_batch([normalise(text) for text in texts])
+        prefix = self.config.prefix
+        encodings = self._tokenizer.encode_batch([prefix + normalise(text) for text in texts])
         width = max(len(encoding.ids) for encoding in encodings)
 
         def padded(rows: list[list[int]]) -> np.ndarray:

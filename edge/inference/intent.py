@@ -7,11 +7,11 @@ was asking; concurrent batch-1 runs on a small thread pool use the cores instead
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import onnxruntime as ort
@@ -19,6 +19,7 @@ from tokenizers import Tokenizer
 
 from edge.bundle import BundleError, Component
 from edge.inference.onnx import load_tokenizer, make_session
+from edge.language import detect
 from edge.text import normalise
 
 MODEL_FILE = "model.onnx"
@@ -31,7 +32,8 @@ class IntentPrediction:
     label: str
     confidence: float
     top_k: tuple[tuple[str, float], ...]
-    out_of_scope: bool
+    out_of_scope: bool  # the model abstains, or is less confident than its threshold
+    abstains: bool = False  # the label is the out-of-scope class itself
 
     @property
     def domain(self) -> str:
@@ -45,22 +47,37 @@ class IntentConfig:
     max_length: int
     threshold: float
     oos_label: str | None = None
+    # Calibrated per language where the held-out data had that language; `threshold` otherwise.
+    thresholds: dict[str, float] = field(default_factory=dict)
+    # Cosine thresholds for matching questions to Q&A items and passages, per language (see calibrate).
+    match_thresholds: dict[str, float] = field(default_factory=dict)
+    passage_thresholds: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> IntentConfig:
         try:
             labels = tuple(str(label) for label in data["labels"])
+
+            def floats(key: str) -> dict[str, float]:
+                return {str(k): float(v) for k, v in (data.get(key) or {}).items()}
+
             config = cls(
                 labels=labels,
                 max_length=int(data["max_length"]),
                 threshold=float(data["threshold"]),
                 oos_label=data.get("oos_label"),
+                thresholds=floats("thresholds"),
+                match_thresholds=floats("match_thresholds"),
+                passage_thresholds=floats("passage_thresholds"),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise BundleError(f"intent config is incomplete or malformed: {exc!r}") from exc
         if not labels or len(set(labels)) != len(labels):
             raise BundleError("intent config must list distinct labels")
         return config
+
+    def threshold_for(self, language: str) -> float:
+        return self.thresholds.get(language, self.threshold)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,7 +85,48 @@ class IntentConfig:
             "max_length": self.max_length,
             "threshold": self.threshold,
             "oos_label": self.oos_label,
+            "thresholds": self.thresholds,
+            "match_thresholds": self.match_thresholds,
+            "passage_thresholds": self.passage_thresholds,
         }
+
+
+@dataclass(frozen=True)
+class Understanding:
+    """One question as the models see it: its language, its intent and (when computed) its embedding."""
+
+    language: str
+    prediction: IntentPrediction
+    vector: np.ndarray | None = None
+
+
+def predict_from_probabilities(
+    probabilities: np.ndarray, config: IntentConfig, language: str, top_k: int, threshold: float | None = None
+) -> IntentPrediction:
+    order = np.argsort(-probabilities, kind="stable")
+    labels = config.labels
+    best = int(order[0])
+    confidence = float(probabilities[best])
+    label = labels[best]
+    top = tuple((labels[int(i)], float(probabilities[int(i)])) for i in order[:top_k])
+    floor = config.threshold_for(language) if threshold is None else threshold
+    abstains = label == config.oos_label
+    return IntentPrediction(label, confidence, top, confidence < floor or abstains, abstains)
+
+
+T = TypeVar("T")
+
+
+def _submit(pool: ThreadPoolExecutor | None, work: Callable[[str], T], text: str) -> Future[T]:
+    """Run `work` on the pool, or inline (still as a future) without one."""
+    if pool is None:
+        future: Future[T] = Future()
+        try:
+            future.set_result(work(text))
+        except Exception as exc:  # hand any failure to the awaiting caller
+            future.set_exception(exc)
+        return future
+    return pool.submit(work, text)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -88,7 +146,9 @@ class IntentClassifier:
         *,
         workers: int = 1,
         top_k: int = 3,
+        threshold: float | None = None,
     ) -> None:
+        self.threshold = threshold  # overrides the calibrated thresholds when set
         self._session = session
         self._tokenizer = tokenizer
         self.config = config
@@ -102,16 +162,31 @@ class IntentClassifier:
 
     @classmethod
     def from_files(
-        cls, model: Path, tokenizer: Path, config: IntentConfig, *, threads: int = 1, workers: int = 1
+        cls,
+        model: Path,
+        tokenizer: Path,
+        config: IntentConfig,
+        *,
+        threads: int = 1,
+        workers: int = 1,
+        threshold: float | None = None,
     ) -> IntentClassifier:
-        return cls(make_session(model, threads), load_tokenizer(tokenizer, config.max_length), config, workers=workers)
+        session, loaded = make_session(model, threads), load_tokenizer(tokenizer, config.max_length)
+        return cls(session, loaded, config, workers=workers, threshold=threshold)
 
     @classmethod
-    def from_component(cls, component: Component, *, threads: int = 1, workers: int = 1) -> IntentClassifier:
+    def from_component(
+        cls, component: Component, *, threads: int = 1, workers: int = 1, threshold: float | None = None
+    ) -> IntentClassifier:
         """Load a verified component (see `edge.bundle`)."""
         config = IntentConfig.from_dict(component.config(CONFIG_FILE))
         return cls.from_files(
-            component.file(MODEL_FILE), component.file(TOKENIZER_FILE), config, threads=threads, workers=workers
+            component.file(MODEL_FILE),
+            component.file(TOKENIZER_FILE),
+            config,
+            threads=threads,
+            workers=workers,
+            threshold=threshold,
         )
 
     def encode(self, text: str) -> dict[str, np.ndarray]:
@@ -130,26 +205,20 @@ class IntentClassifier:
         return np.asarray(output[0])
 
     def _predict_one(self, text: str) -> IntentPrediction:
-        probabilities = softmax(self.logits(normalise(text)))
-        order = np.argsort(-probabilities, kind="stable")
-        labels = self.config.labels
-        best = int(order[0])
-        confidence = float(probabilities[best])
-        label = labels[best]
-        top = tuple((labels[int(i)], float(probabilities[int(i)])) for i in order[: self._top_k])
-        out_of_scope = confidence < self.config.threshold or label == self.config.oos_label
-        return IntentPrediction(label=label, confidence=confidence, top_k=top, out_of_scope=out_of_scope)
+        text = normalise(text)
+        probabilities = softmax(self.logits(text))
+        return predict_from_probabilities(probabilities, self.config, detect(text), self._top_k, self.threshold)
+
+    def understand(self, text: str) -> Understanding:
+        """The intent of one text; this model computes no embedding (retrieval runs its own embedder)."""
+        return Understanding(detect(normalise(text)), self._predict_one(text))
+
+    def submit_understand(self, text: str) -> Future[Understanding]:
+        return _submit(self._pool, self.understand, text)
 
     def submit(self, text: str) -> Future[IntentPrediction]:
         """Classify one text on the worker pool: at most `workers` ONNX runs at once, whoever calls."""
-        if self._pool is None:
-            future: Future[IntentPrediction] = Future()
-            try:
-                future.set_result(self._predict_one(text))
-            except Exception as exc:  # hand any failure to the awaiting caller
-                future.set_exception(exc)
-            return future
-        return self._pool.submit(self._predict_one, text)
+        return _submit(self._pool, self._predict_one, text)
 
     def predict(self, texts: Sequence[str]) -> list[IntentPrediction]:
         """Classify each text on its own; the result for a text never depends on the others."""

@@ -205,6 +205,7 @@ class LlmEngine:
         time_budget_s: float = 30.0,
         kv_cache: str = "f16",
         gpu_layers: int = 0,
+        reuse_prefix: bool = True,
         llama_factory: Callable[..., llama_cpp.Llama] = llama_cpp.Llama,
     ) -> None:
         if kv_cache not in KV_CACHE_TYPES:
@@ -216,6 +217,11 @@ class LlmEngine:
         self._factory = llama_factory
         self.kv_cache = kv_cache
         self.gpu_layers = gpu_layers
+        # Reusing the KV cache of a shared prompt prefix saves most of a follow-up's prompt time, but
+        # llama.cpp evaluates the rest in a batch of another shape, and on CPU builds whose kernels
+        # differ by batch shape the same prompt can then yield a different (equally likely) answer.
+        # Off: every prompt is evaluated whole, and one prompt always gives one answer.
+        self.reuse_prefix = reuse_prefix
         self._lock = threading.Condition()
         self._pending: deque[Generation] = deque()
         self._running: Generation | None = None
@@ -387,6 +393,8 @@ class LlmEngine:
         reason: FinishReason = "length"
         first = time.monotonic()
         llama_cpp.llama_perf_context_reset(llm.ctx)
+        if not self.reuse_prefix:
+            llm.reset()
         tokens = llm.generate(gen.prompt, temp=gen.temperature, reset=True)
         try:
             for token in tokens:

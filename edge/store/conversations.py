@@ -185,6 +185,8 @@ class ConversationStore:
         status: str = "normal",
         error: str | None = None,
         message_id: str | None = None,
+        language: str | None = None,
+        reason: str | None = None,
     ) -> dict[str, Any]:
         """Store one answered turn together with its outbox row: a turn never exists without it.
 
@@ -209,8 +211,13 @@ class ConversationStore:
             "completion_tokens": completion_tokens,
             "sources": json.dumps(sources, ensure_ascii=False),
             "created_at": self._now() if created_at is None else created_at,
+            "language": language,
+            "reason": reason,
         }
-        payload_keys = ("conversation_id", "user", "query", "answer", "route", "intent", "confidence", "created_at")
+        payload_keys = (
+            "conversation_id", "user", "query", "answer", "route", "intent", "confidence", "created_at", "language",
+            "reason",
+        )  # fmt: skip
         payload = {"message_id": message_id, **{key: row[key] for key in payload_keys}}
         with transaction(self.db):
             if new_conversation is not None:

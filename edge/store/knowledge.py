@@ -31,6 +31,21 @@ ANNOTATIONS_DATASET = str(uuid.uuid5(uuid.NAMESPACE_URL, "kiosk-edge:dify-annota
 ANNOTATIONS_NAME = "Annotations"
 _FTS_TERM = re.compile(r"\w+", re.UNICODE)
 _FTS_MAX_TERMS = 32
+_CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff]+")
+
+
+def _bigrams(run: str) -> list[str]:
+    return [run] if len(run) == 1 else [run[i : i + 2] for i in range(len(run) - 1)]
+
+
+def index_text(text: str) -> str:
+    """Text as the full-text index sees it: each run of CJK characters becomes its overlapping bigrams.
+
+    FTS5's word tokenizers make a whole run of Chinese characters one token, so "退款" would never
+    match "我的退款什么时候到账"; bigrams match any two-character word inside the run, the usual
+    length of a Chinese word, and a query is split the same way.
+    """
+    return _CJK_RUN.sub(lambda match: " " + " ".join(_bigrams(match.group(0))) + " ", text)
 
 
 @dataclass(frozen=True)
@@ -65,8 +80,9 @@ class VectorIndex:
 
 
 def fts_query(text: str) -> str | None:
-    """A safe FTS5 query: every word of `text` quoted and OR-ed (FTS5 syntax in user text is inert)."""
-    terms = list(dict.fromkeys(term.casefold() for term in _FTS_TERM.findall(text)))[:_FTS_MAX_TERMS]
+    """A safe FTS5 query: every word (or CJK bigram) of `text` quoted and OR-ed (FTS5 syntax in user text
+    is inert)."""
+    terms = list(dict.fromkeys(term.casefold() for term in _FTS_TERM.findall(index_text(text))))[:_FTS_MAX_TERMS]
     if not terms:
         return None
     return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
@@ -109,12 +125,14 @@ class KnowledgeStore:
                 blob = None if vectors is None else np.asarray(vectors[index], dtype=np.float32).tobytes()
                 self._upsert(segment, blob, embedder if blob is not None else None)
             for segment_id in deletes:
+                self._unindex("id = ?", [segment_id])
                 self.db.execute("DELETE FROM knowledge_segments WHERE id = ?", [segment_id])
             if upserts or deletes:
                 self._bump()
 
     def _upsert(self, segment: Segment, vector: bytes | None, embedder: str | None) -> None:
-        # UPSERT, not INSERT OR REPLACE: REPLACE deletes without firing the FTS delete trigger.
+        # UPSERT, not INSERT OR REPLACE: REPLACE would give the row a new rowid under its index entry.
+        self._unindex("id = ?", [segment.id])
         self.db.execute(
             """INSERT INTO knowledge_segments (id, dataset_id, dataset_name, document_id, document_name, position,
                 content, answer, keywords, enabled, index_node_hash, updated_at, word_count, vector, embedder)
@@ -143,9 +161,27 @@ class KnowledgeStore:
                 embedder,
             ],
         )
+        self.db.execute(
+            "INSERT INTO knowledge_fts (rowid, content, answer, keywords)"
+            " SELECT rowid, ?, ?, ? FROM knowledge_segments WHERE id = ?",
+            [
+                index_text(segment.content),
+                index_text(segment.answer or ""),
+                index_text(" ".join(segment.keywords)),
+                segment.id,
+            ],
+        )
+
+    def _unindex(self, where: str, params: list[Any]) -> None:
+        """Drop the full-text entries of the segments `where` selects (kept in step here, not by triggers,
+        because the indexed text is the CJK-split form, which SQL cannot compute)."""
+        self.db.execute(
+            f"DELETE FROM knowledge_fts WHERE rowid IN (SELECT rowid FROM knowledge_segments WHERE {where})", params
+        )
 
     def delete_dataset(self, dataset_id: str) -> int:
         with transaction(self.db):
+            self._unindex("dataset_id = ?", [dataset_id])
             removed = self.db.execute("DELETE FROM knowledge_segments WHERE dataset_id = ?", [dataset_id]).rowcount
             if removed:
                 self._bump()

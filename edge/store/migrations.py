@@ -7,6 +7,7 @@ leaves the migration pending rather than half-applied.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
@@ -177,12 +178,60 @@ def m005_outbox_by_conversation(db: sqlite_utils.Database) -> None:
     )
 
 
+def m006_bank_answers(db: sqlite_utils.Database) -> None:
+    """Curated answers per language (the bank of verbatim answers), and what each turn was answered in.
+
+    The English answers of `curated_answers` move over as they are; the table stays, unread, so an
+    older release rolled back onto this file still finds it.
+    """
+    db.execute(
+        """CREATE TABLE bank_answers (
+            label TEXT NOT NULL,
+            language TEXT NOT NULL,
+            question TEXT, -- the canonical question, shown to staff and central
+            answer TEXT NOT NULL,
+            source TEXT,
+            updated_at INTEGER,
+            PRIMARY KEY (label, language)
+        )"""
+    )
+    db.execute(
+        "INSERT INTO bank_answers (label, language, answer, source, updated_at)"
+        " SELECT label, 'en', answer, source, updated_at FROM curated_answers"
+    )
+    db.execute("ALTER TABLE messages ADD COLUMN language TEXT")
+    db.execute("ALTER TABLE messages ADD COLUMN reason TEXT")  # why the route was taken (policy.Reason)
+
+
+def m007_cjk_full_text(db: sqlite_utils.Database) -> None:
+    """Full text that finds Chinese words: the index holds CJK runs split into bigrams (see
+    `knowledge.index_text`), kept in step by the knowledge store instead of triggers."""
+    from edge.store.knowledge import index_text
+
+    for trigger in ("knowledge_fts_insert", "knowledge_fts_delete", "knowledge_fts_update"):
+        db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+    db.execute("DROP TABLE IF EXISTS knowledge_fts")
+    db.execute(
+        "CREATE VIRTUAL TABLE knowledge_fts USING fts5(content, answer, keywords,"
+        " tokenize='porter unicode61 remove_diacritics 2')"
+    )
+    rows = db.execute("SELECT rowid, content, answer, keywords FROM knowledge_segments").fetchall()
+    for rowid, content, answer, keywords in rows:
+        words = " ".join(json.loads(keywords or "[]"))
+        db.execute(
+            "INSERT INTO knowledge_fts (rowid, content, answer, keywords) VALUES (?, ?, ?, ?)",
+            [rowid, index_text(content or ""), index_text(answer or ""), index_text(words)],
+        )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     m001_initial,
     m002_knowledge,
     m003_sync_state,
     m004_push_and_parameters,
     m005_outbox_by_conversation,
+    m006_bank_answers,
+    m007_cjk_full_text,
 )
 
 

@@ -23,7 +23,7 @@ from edge.store.db import transaction
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-_Item = tuple[Callable[..., Any], tuple[Any, ...], asyncio.AbstractEventLoop, asyncio.Future[Any]]
+_Item = tuple[Callable[..., Any], tuple[Any, ...], asyncio.AbstractEventLoop | None, asyncio.Future[Any] | None]
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -64,6 +64,14 @@ class Writer:
         self._queue.put((fn, args, loop, future))
         return await future
 
+    def put(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Queue `fn(*args)` without waiting for it: for a turn recorded from a stream that is being closed
+        (a generator cannot await there). It commits with the next batch; `close()` still drains it."""
+        if not self._thread.is_alive():
+            log.error("the writer is not running: a write was dropped")
+            return
+        self._queue.put((fn, args, None, None))
+
     def _serve(self) -> None:
         while True:
             first = self._queue.get()
@@ -102,5 +110,9 @@ class Writer:
         self.batches += 1
         self.writes += len(batch)
         for (_, _, loop, future), (ok, value) in zip(batch, outcomes, strict=True):
+            if loop is None or future is None:
+                if not ok:
+                    log.error("a queued write failed: %r", value)
+                continue
             with contextlib.suppress(RuntimeError):  # the caller's loop closed (shutdown); the write stands
                 loop.call_soon_threadsafe(_settle, future, ok, value)

@@ -35,6 +35,7 @@
     central: "unknown",
     reachable: true,
     parameters: false,
+    parametersLang: null,
     renewing: null,
     resets: 0,
   };
@@ -59,6 +60,8 @@
     el.language.textContent = t("switchLabel");
     el.language.lang = t("switchLang");
     renderCentral();
+    // The opening statement and suggested questions follow the page's language.
+    if (state.parameters && state.parametersLang !== state.lang) loadParameters();
   }
 
   // --- talking to the box -----------------------------------------------------------------------
@@ -271,10 +274,13 @@
   // --- welcome: the app's opening statement and suggested questions -------------------------------
 
   async function loadParameters() {
+    const lang = state.lang;
     try {
-      const response = await call("/v1/parameters", () => ({ headers: JSON_HEADERS }));
-      if (!response.ok) return;
+      const path = `/v1/parameters?language=${encodeURIComponent(lang)}`;
+      const response = await call(path, () => ({ headers: JSON_HEADERS }));
+      if (!response.ok || lang !== state.lang) return;
       const parameters = await response.json();
+      state.parametersLang = lang;
       el.opening.textContent = parameters.opening_statement || "";
       const chips = (parameters.suggested_questions || []).map((question) => {
         const item = document.createElement("li");

@@ -54,6 +54,18 @@ def test_config_prints_effective_settings(monkeypatch: pytest.MonkeyPatch) -> No
     assert result.exit_code == 1 and "intent_threads" in result.output
 
 
+def test_config_warns_about_store_variables_the_answers_need(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bundled answers use {{Store Name}} and {{Opening Hours}}; a value missing in one language is named."""
+    monkeypatch.setenv("KIOSK_STORE_VARIABLES", '{"Store Name": {"en": "Harbour Mall"}}')
+    result = CliRunner().invoke(main, ["config"])
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["store_variables"] == {"Store Name": {"en": "Harbour Mall"}}
+    assert "{{Opening Hours}}, which has no value for: en, zh" in result.stderr
+    assert "{{Store Name}}, which has no value for: zh" in result.stderr
+    monkeypatch.setenv("KIOSK_STORE_VARIABLES", '{"Store Name": "Harbour Mall", "Opening Hours": "10-22"}')
+    assert CliRunner().invoke(main, ["config"]).stderr == ""
+
+
 def test_env_file_is_read_and_env_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     env_file = tmp_path / "kiosk.env"
     env_file.write_text("KIOSK_INTENT_THREADS=3\nKIOSK_APP_NAME=Shop 7\n")

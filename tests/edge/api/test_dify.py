@@ -124,11 +124,11 @@ def test_handoff_when_nothing_is_relevant(api_bundle: Path, tmp_path: Path) -> N
     )
     with TestClient(create_app(settings)) as client:
         body = chat(client, CANCEL)
-    assert body["metadata"]["route"] == "handoff" and body["answer"] == settings.handoff_message
+    assert body["metadata"]["route"] == "handoff" and body["answer"] == settings.handoff_message["en"]
 
 
 def wait_for_index(client: TestClient) -> None:
-    retriever = client.app.state.assistant.retriever
+    retriever = client.app.state.retriever
     deadline = time.monotonic() + 60
     while retriever.store.missing_vectors(retriever.embedder_id, 1):
         assert time.monotonic() < deadline, "the seed knowledge was never indexed"
@@ -205,8 +205,8 @@ def test_conversations_feedback_rename_delete(client: TestClient) -> None:
 def test_app_metadata(client: TestClient, settings) -> None:
     assert client.get("/v1/").json()["welcome"] == "Dify OpenAPI"
     params = client.get("/v1/parameters", headers=AUTH).json()
-    assert params["opening_statement"] == settings.opening_statement
-    assert params["suggested_questions"] == settings.suggested_questions
+    assert params["opening_statement"] == settings.opening_statement["en"]
+    assert params["suggested_questions"] == settings.suggested_questions["en"]
     assert client.get("/v1/info", headers=AUTH).json()["mode"] == "chat"
     assert client.get("/v1/meta", headers=AUTH).json() == {"tool_icons": {}}
 
@@ -300,7 +300,7 @@ def test_central_annotations_answer_first_and_changes_reach_the_next_question(ap
     with TestClient(create_app(settings)) as client:
         before = chat(client, CANCEL)
         assert before["metadata"]["route"] == "curated" and "annotation_reply" not in before["metadata"]
-        knowledge = client.app.state.assistant.knowledge
+        knowledge = client.app.state.knowledge
         note = {"id": str(uuid.uuid4()), "question": "I want to cancel my order", "answer": "Ask at the till."}
         knowledge.apply([annotation_segment(note)], None, None)
         time.sleep(0.05)

@@ -34,7 +34,9 @@ def model_path() -> Path:
 
 @pytest.fixture(scope="session")
 def engine(model_path: Path) -> Iterator[LlmEngine]:
-    engine = LlmEngine(model_path, n_ctx=1024, max_queue=4)
+    # Every prompt evaluated whole: these tests compare answers to the same prompt across runs, which
+    # prefix reuse does not guarantee on every CPU build (see LlmEngine.reuse_prefix and the test below).
+    engine = LlmEngine(model_path, n_ctx=1024, max_queue=4, reuse_prefix=False)
     engine.start()
     yield engine
     engine.close()
@@ -131,7 +133,16 @@ def test_stop_strings_cut_the_answer_and_are_never_streamed(engine: LlmEngine) -
     assert not any(stop in chunk for chunk in chunks)
 
 
-def test_second_turn_reuses_the_kv_prefix(engine: LlmEngine) -> None:
+@pytest.fixture(scope="module")
+def reusing_engine(model_path: Path) -> Iterator[LlmEngine]:
+    engine = LlmEngine(model_path, n_ctx=1024, max_queue=4)  # the default: prefix reuse on
+    engine.start()
+    yield engine
+    engine.close()
+
+
+def test_second_turn_reuses_the_kv_prefix(reusing_engine: LlmEngine) -> None:
+    engine = reusing_engine
     first = [{"role": "system", "content": "You work at a shoe shop in Leeds."}, *ask("Do you sell boots?")]
     turn1 = engine.submit(first, max_tokens=12)
     answer = turn1.result(timeout=60)
@@ -144,6 +155,14 @@ def test_second_turn_reuses_the_kv_prefix(engine: LlmEngine) -> None:
     other = engine.submit([{"role": "system", "content": "Brief."}, *ask("Hi")], max_tokens=4)
     other.result(timeout=60)
     assert other.cached_tokens < 5  # a new conversation shares only the template's first tokens
+
+
+def test_without_prefix_reuse_every_prompt_is_evaluated_whole(engine: LlmEngine) -> None:
+    first = ask("Do you sell boots?")
+    engine.submit(first, max_tokens=4).result(timeout=60)
+    again = engine.submit(first, max_tokens=4)
+    again.result(timeout=60)
+    assert again.cached_tokens == 0
 
 
 def test_async_iterator_does_not_block_the_event_loop(engine: LlmEngine) -> None:

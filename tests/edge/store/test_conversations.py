@@ -59,6 +59,8 @@ def turn(store: ConversationStore, conversation_id: str, user: str, n: int = 0, 
         "prompt_tokens": 10,
         "completion_tokens": 5,
         "sources": [{"document_name": "faq.md", "score": 0.8}],
+        "language": "zh",
+        "reason": "intent",
     }
     fields.update(overrides)
     return store.record_turn(conversation_id, user, f"question {n}", f"answer {n}", **fields)
@@ -244,6 +246,8 @@ def test_record_turn_returns_a_dify_message_and_bumps_the_conversation(
         "intent": "card_arrival",
         "confidence": 0.9,
         "created_at": message["created_at"],
+        "language": "zh",  # central's team sees which language each turn was answered in, and why
+        "reason": "intent",
     }
     with pytest.raises(InvalidParam):
         turn(store, conversation["id"], "alice", 2, message_id="m-1")

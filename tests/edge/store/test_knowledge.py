@@ -1,4 +1,4 @@
-"""Knowledge segments: atomic apply, fingerprints for the sync diff, FTS5 kept in step by triggers."""
+"""Knowledge segments: atomic apply, fingerprints for the sync diff, FTS5 kept in step (CJK as bigrams)."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def test_apply_upserts_deletes_and_moves_the_version(store: KnowledgeStore) -> N
     assert store.version() == start + 1 and store.count() == 2
     assert store.search_text("Where is PARKING?", 5) == ["a"]
     store.apply([segment("a", "bicycle racks at the entrance", updated_at=2)], None, None, deletes=["b"])
-    assert store.search_text("parking", 5) == []  # the update trigger removed the old text from the index
+    assert store.search_text("parking", 5) == []  # the update removed the old text from the index
     assert store.search_text("bicycle", 5) == ["a"]
     assert store.search_text("gift", 5) == []
     assert store.fingerprints("d1") == {"a": (2, "h-bicycle racks at the entrance", True)}
@@ -108,3 +108,41 @@ def test_seed_is_one_document_inserted_once(store: KnowledgeStore, tmp_path: Pat
     wrong.write_text("q,a\nx,y\n")
     with pytest.raises(InvalidParam, match="question and answer"):
         store.seed_from_csv(wrong)
+
+
+def test_chinese_full_text_finds_a_word_inside_a_run_of_characters(store: KnowledgeStore) -> None:
+    """FTS5's word tokenizer makes "我的退款什么时候到账" one token; bigrams find "退款" inside it."""
+    store.apply(
+        [
+            segment("refund", "我的退款什么时候到账", answer="退款一般在五个工作日内到账。"),
+            segment("parking", "可以停车吗", answer="商场后面有停车场。"),
+            segment("mixed", "iPhone 15 有货吗"),
+        ],
+        None,
+        None,
+    )
+    assert store.search_text("退款", 5) == ["refund"]
+    assert store.search_text("怎么申请退款？", 5)[0] == "refund"
+    assert store.search_text("停车", 5) == ["parking"]
+    assert store.search_text("停车场在哪", 5) == ["parking"]  # the answer is indexed too
+    assert store.search_text("iphone", 5) == ["mixed"]
+    store.apply([], None, None, deletes=["refund"])
+    assert store.search_text("退款", 5) == []
+
+
+def test_an_older_index_is_rebuilt_with_bigrams(tmp_path: Path) -> None:
+    """m007 re-indexes segments stored under the old word tokenizer."""
+    import sqlite_utils
+
+    from edge.store.db import connection_lock
+    from edge.store.migrations import MIGRATIONS, migrate
+
+    db = sqlite_utils.Database(sqlite3.connect(str(tmp_path / "old.db"), check_same_thread=False))
+    connection_lock(db)
+    migrate(db, MIGRATIONS[:6])
+    db.execute(
+        "INSERT INTO knowledge_segments (id, dataset_id, document_id, content, answer, keywords)"
+        " VALUES ('r', 'd', 'doc', '我的退款什么时候到账', NULL, '[]')"
+    )
+    migrate(db)
+    assert KnowledgeStore(db).search_text("退款", 5) == ["r"]

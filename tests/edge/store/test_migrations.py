@@ -43,7 +43,9 @@ def test_initial_schema() -> None:
     assert set(columns["messages"]) == {
         *("seq", "id", "conversation_id", "user", "query", "answer", "status", "error", "route", "intent"),
         *("confidence", "latency_ms", "prompt_tokens", "completion_tokens", "sources", "created_at"),
+        *("language", "reason"),
     }
+    assert db["bank_answers"].pks == ["label", "language"]
     assert db["feedback"].pks == ["message_id", "user"]
     assert db["curated_answers"].pks == ["label"]
     assert db["messages"].foreign_keys[0].other_table == "conversations"

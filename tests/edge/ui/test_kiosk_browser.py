@@ -210,8 +210,8 @@ def test_a_shopper_from_first_tap_to_idle_reset(kiosk_factory: Any, server: Live
     kiosk.open()
     kiosk.pause_clock()
     expect = sync_api.expect
-    expect(page.locator("#opening")).to_have_text(server.settings.opening_statement)
-    expect(page.locator("#suggestions button")).to_have_text(server.settings.suggested_questions)
+    expect(page.locator("#opening")).to_have_text(server.settings.opening_statement["en"])
+    expect(page.locator("#suggestions button")).to_have_text(server.settings.suggested_questions["en"])
     kiosk.shot("01-welcome")
 
     # 1. tap a suggested question: the answer streams in, piece by piece

@@ -1,0 +1,140 @@
+"""Persisting an answered turn: the message, its outbox row, then metrics and the log line.
+
+A turn is counted and logged only once it has committed, so `/metrics` never counts an answer the
+database does not hold. Interrupted turns (a stop, a client gone) go through the same writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from starlette.concurrency import run_in_threadpool
+
+from edge.assistant.policy import Route
+from edge.assistant.sources import Source
+from edge.metrics import Metrics
+from edge.store.conversations import ConversationStore
+from edge.store.writer import Writer
+
+if TYPE_CHECKING:
+    from edge.assistant.pipeline import Prepared
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Finished:
+    message: dict[str, Any]
+    route: Route
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    sources: list[Source] = field(default_factory=list)
+    annotation_id: str | None = None
+
+
+@dataclass
+class Turn:
+    """One turn while it is being answered."""
+
+    conversation_id: str
+    user: str
+    query: str
+    message_id: str
+    prepared: Prepared
+    started: float
+    parts: list[str] = field(default_factory=list)
+    unsupported: tuple[str, ...] = ()  # facts a rejected generation stated that its grounding lacks
+
+
+class TurnRecorder:
+    def __init__(self, conversations: ConversationStore, writer: Writer | None, metrics: Metrics | None) -> None:
+        self.conversations = conversations
+        self.writer = writer  # turns commit through it (grouped); without one, each in the thread pool
+        self.metrics = metrics
+
+    async def record(self, turn: Turn) -> Finished:
+        if self.writer is not None:
+            finished = await self.writer.run(self._write, turn, None)
+        else:
+            finished = await run_in_threadpool(self._write, turn, None)
+        self._observe(turn, finished)
+        return finished
+
+    def record_interrupted(self, turn: Turn, error: str) -> None:
+        """Record a turn cut short, without awaiting (we may be inside a closing generator)."""
+        if self.writer is not None:
+            self.writer.put(self._write, turn, error)
+        else:
+            try:
+                self._write(turn, error)
+            except Exception:  # the stream is closing: log, never raise over the original error
+                log.exception("an interrupted turn could not be recorded")
+
+    def count_check(self, *, passed: bool) -> None:
+        if self.metrics is not None:
+            self.metrics.generation_checks.labels(result="passed" if passed else "rejected").inc()
+
+    def _write(self, turn: Turn, error: str | None) -> Finished:
+        prepared = turn.prepared
+        decision = prepared.decision
+        generation = prepared.generation
+        understanding = prepared.understanding
+        prediction = understanding.prediction if understanding is not None else None
+        latency = time.perf_counter() - turn.started
+        prompt_tokens = generation.prompt_tokens if generation else 0
+        completion_tokens = generation.completion_tokens if generation else 0
+        verbatim = decision.route in (Route.CACHE, Route.CURATED)
+        message = self.conversations.record_turn(
+            turn.conversation_id,
+            turn.user,
+            turn.query,
+            "".join(turn.parts),
+            new_conversation=prepared.new_conversation,
+            created_at=prepared.created_at,
+            route=decision.route.value,
+            intent=decision.label if verbatim else (prediction.label if prediction else None),
+            confidence=prediction.confidence if prediction else None,
+            latency_ms=latency * 1000.0,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            sources=decision.sources,
+            status="error" if error else "normal",
+            error=error,
+            message_id=turn.message_id,
+            language=prepared.language,
+            reason=decision.reason.value,
+        )
+        return Finished(
+            message,
+            decision.route,
+            prompt_tokens,
+            completion_tokens,
+            latency,
+            decision.sources,
+            decision.annotation_id,
+        )
+
+    def _observe(self, turn: Turn, finished: Finished) -> None:
+        """After COMMIT: the answer counts, and is logged."""
+        prepared = turn.prepared
+        if self.metrics is not None:
+            label = finished.message.get("intent")
+            if label and str(label).startswith("segment:"):
+                label = "segment"  # one series for central's segments, whatever their number
+            self.metrics.observe_answer(
+                finished.route.value, label, finished.latency_s, prepared.generation, prepared.language
+            )
+        log.info(
+            "answered",
+            extra={
+                "conversation_id": turn.conversation_id,
+                "route": finished.route.value,
+                "reason": prepared.decision.reason.value,
+                "language": prepared.language,
+                "latency_ms": finished.latency_s * 1000,
+            },
+        )
