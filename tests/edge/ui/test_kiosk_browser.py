@@ -292,6 +292,8 @@ def test_offline_from_central_is_shown_and_answers_still_work(kiosk_factory: Any
         expect(central).to_have_text("与总部的连接已断开——仍可正常解答")
         expect(page.get_by_role("button", name="呼叫工作人员")).to_be_visible()
         expect(page.get_by_label("您的问题", exact=True)).to_be_visible()
+        # the opening statement follows the page's language (GET /v1/parameters?language=zh)
+        expect(page.locator("#opening")).to_have_text(server.settings.opening_statement["zh"])
         kiosk.shot("09-chinese")
 
         agent.record(CENTRAL, "online", success=True)
