@@ -123,6 +123,12 @@ class Settings(BaseSettings):
         description="Least intent confidence for a curated answer. Empty: the bundle's threshold, calibrated per "
         "language on held-out questions that include near-domain ones the box cannot answer.",
     )
+    llm_check: bool = Field(
+        default=True,
+        description="Check each generated sentence before the shopper sees it: every number, time, price and "
+        "name must appear in the grounding, the conversation or the store's settings, else the box hands off. "
+        "Off: tokens stream as generated, unchecked (only for a model the chain trusts).",
+    )
     llm_languages: list[str] = Field(
         default_factory=lambda: ["en"],
         description="Languages the local LLM may answer in (SmolLM2 writes no Chinese: Chinese answers are "

@@ -186,7 +186,8 @@ class Assistant:
         try:
             if generation is not None:
                 self.tasks[task_id] = (user, generation)
-                async for text in self._checked(prepared, generation, turn):
+                stream = self._checked(prepared, generation, turn) if self.settings.llm_check else generation.achunks()
+                async for text in stream:
                     turn.parts.append(text)
                     yield Delta(text)
             else:
