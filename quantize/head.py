@@ -183,7 +183,7 @@ def build_head(options: HeadOptions) -> dict[str, Any]:
             "out_of_scope_rows": len(rows) - len(in_scope),
             "in_scope_accuracy": quality["accuracy"],
             "in_scope_macro_f1": quality["macro_f1"],
-            "most_confused": quality.get("most_confused", [])[:5],
+            "most_confused": quality["confused_pairs"][:5],
             "calibration": calibration,
         }
         match = _match_calibration(embedder, options, held_vectors[rows], gold, language)

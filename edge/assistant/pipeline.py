@@ -26,7 +26,7 @@ from edge.assistant.routing import Router
 from edge.errors import BadInput, Busy
 from edge.inference.intent import Understanding
 from edge.inference.llm import Draining, Generation, LlmEngine, QueueFull
-from edge.language import pick
+from edge.language import detect, pick
 from edge.logs import CONVERSATION_ID
 from edge.settings import Settings
 from edge.store.conversations import ConversationStore
@@ -143,8 +143,6 @@ class Assistant:
             return loaded[0]
 
         if wants_handoff(inputs):
-            from edge.language import detect
-
             decision = Decision(Route.HANDOFF, reason=Reason.BUTTON)
             return Prepared(conversation, decision, detect(query), new_conversation=new_conversation)
         routed = await self.router.route(query, past_turns)

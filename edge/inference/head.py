@@ -19,9 +19,9 @@ from edge.inference.intent import (
     IntentConfig,
     IntentPrediction,
     Understanding,
-    _submit,
     predict_from_probabilities,
     softmax,
+    submit_on,
 )
 from edge.language import detect
 from edge.text import normalise
@@ -96,10 +96,10 @@ class HeadClassifier:
         return Understanding(language, self.classify_vector(vector, language), vector)
 
     def submit_understand(self, text: str) -> Future[Understanding]:
-        return _submit(self._pool, self.understand, text)
+        return submit_on(self._pool, self.understand, text)
 
     def submit(self, text: str) -> Future[IntentPrediction]:
-        return _submit(self._pool, lambda t: self.understand(t).prediction, text)
+        return submit_on(self._pool, lambda t: self.understand(t).prediction, text)
 
     def predict(self, texts: Sequence[str]) -> list[IntentPrediction]:
         """Each text on its own (batch 1), so a text's result never depends on the others."""

@@ -117,7 +117,7 @@ def predict_from_probabilities(
 T = TypeVar("T")
 
 
-def _submit(pool: ThreadPoolExecutor | None, work: Callable[[str], T], text: str) -> Future[T]:
+def submit_on(pool: ThreadPoolExecutor | None, work: Callable[[str], T], text: str) -> Future[T]:
     """Run `work` on the pool, or inline (still as a future) without one."""
     if pool is None:
         future: Future[T] = Future()
@@ -214,11 +214,11 @@ class IntentClassifier:
         return Understanding(detect(normalise(text)), self._predict_one(text))
 
     def submit_understand(self, text: str) -> Future[Understanding]:
-        return _submit(self._pool, self.understand, text)
+        return submit_on(self._pool, self.understand, text)
 
     def submit(self, text: str) -> Future[IntentPrediction]:
         """Classify one text on the worker pool: at most `workers` ONNX runs at once, whoever calls."""
-        return _submit(self._pool, self._predict_one, text)
+        return submit_on(self._pool, self._predict_one, text)
 
     def predict(self, texts: Sequence[str]) -> list[IntentPrediction]:
         """Classify each text on its own; the result for a text never depends on the others."""
