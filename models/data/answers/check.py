@@ -232,7 +232,7 @@ def check_siblings(train: list[dict[str, str]], dev: list[dict[str, str]]) -> No
 def print_counts(bank: dict, train: list[dict[str, str]], dev: list[dict[str, str]]) -> None:
     tr = Counter((row["label"], language(row["text"])) for row in train)
     dv = Counter((row["label"], language(row["text"])) for row in dev)
-    labels = sorted(bank) + [OOS]
+    labels = [*sorted(bank), OOS]
     width = max(len(label) for label in labels)
     print(f"{'label':<{width}}  answers  train en  train zh  dev en  dev zh")
     for label in labels:
@@ -243,11 +243,11 @@ def print_counts(bank: dict, train: list[dict[str, str]], dev: list[dict[str, st
         )
     print(
         f"{'total':<{width}}  {sum(len(v) for v in bank.values()):<7}  "
-        f"{sum(v for (l, g), v in tr.items() if g == 'en'):>8}  {sum(v for (l, g), v in tr.items() if g == 'zh'):>8}"
-        f"  {sum(v for (l, g), v in dv.items() if g == 'en'):>6}  {sum(v for (l, g), v in dv.items() if g == 'zh'):>6}"
+        f"{sum(v for (_, g), v in tr.items() if g == 'en'):>8}  {sum(v for (_, g), v in tr.items() if g == 'zh'):>8}"
+        f"  {sum(v for (_, g), v in dv.items() if g == 'en'):>6}  {sum(v for (_, g), v in dv.items() if g == 'zh'):>6}"
     )
     slots = sorted({s for langs in bank.values() for row in langs.values() for s in SLOT.findall(row["answer"])})
-    print(f"labels: {len(bank)} ({sum(1 for l in bank if l.startswith('store.'))} store.*), slots used: {slots}")
+    print(f"labels: {len(bank)} ({sum(1 for name in bank if name.startswith('store.'))} store.*), slots used: {slots}")
 
 
 def main() -> int:
