@@ -71,7 +71,6 @@ class Routed:
     decision: Decision
     language: str
     understanding: Understanding | None = None
-    context: list[str] = field(default_factory=list)  # earlier questions read with this one
 
 
 class Router:
@@ -108,12 +107,12 @@ class Router:
         if self.config.followup_turns and decision.reason in (Reason.UNSURE, Reason.OUT_OF_SCOPE):
             followed = await self._follow_up(query, understanding.language, decision, await history())
             if followed is not None:
-                return Routed(followed[0], understanding.language, understanding, followed[1])
+                return Routed(followed, understanding.language, understanding)
         return routed
 
     async def _follow_up(
         self, query: str, language: str, alone: Decision, turns: list[tuple[str, str]]
-    ) -> tuple[Decision, list[str]] | None:
+    ) -> Decision | None:
         """Read a question the box cannot place on its own with the questions before it ("how long is it
         free for?" after "is there parking?"): the last one first, then the last two.
 
@@ -132,10 +131,9 @@ class Router:
                 continue
             if alone.route is Route.DECLINED and in_context.answer not in answers:
                 continue
-            decision = Decision(
+            return Decision(
                 Route.CURATED, in_context.answer, in_context.label, in_context.sources, reason=Reason.CONTEXT
             )
-            return decision, context
         return None
 
     async def _decide(self, text: str) -> tuple[Decision, Understanding]:

@@ -205,13 +205,15 @@ class IntentClassifier:
         return np.asarray(output[0])
 
     def _predict_one(self, text: str) -> IntentPrediction:
-        text = normalise(text)
-        probabilities = softmax(self.logits(text))
-        return predict_from_probabilities(probabilities, self.config, detect(text), self._top_k, self.threshold)
+        return self.understand(text).prediction
 
     def understand(self, text: str) -> Understanding:
         """The intent of one text; this model computes no embedding (retrieval runs its own embedder)."""
-        return Understanding(detect(normalise(text)), self._predict_one(text))
+        text = normalise(text)
+        language = detect(text)
+        probabilities = softmax(self.logits(text))
+        prediction = predict_from_probabilities(probabilities, self.config, language, self._top_k, self.threshold)
+        return Understanding(language, prediction)
 
     def submit_understand(self, text: str) -> Future[Understanding]:
         return submit_on(self._pool, self.understand, text)
