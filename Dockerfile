@@ -35,13 +35,16 @@ ENV DEBIAN_FRONTEND=noninteractive \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
+# Every apt step cleans up after itself in the same layer: the lists, and the downloaded .debs, which
+# the python images delete by themselves (docker-clean) but the L4T CUDA images keep.
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential cmake ninja-build \
     && if ! command -v "${PYTHON}" >/dev/null; then \
          apt-get install -y --no-install-recommends "${PYTHON}" "${PYTHON}-venv" "${PYTHON}-dev"; \
        fi \
-    && rm -rf /var/lib/apt/lists/*
+    && apt-get clean \
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb
 
 RUN "${PYTHON}" -m venv /opt/venv
 ENV PATH=/opt/venv/bin:${PATH}
@@ -56,12 +59,16 @@ RUN if [ "${LLAMA_CUDA}" = 1 ]; then \
     && pip install --no-binary llama-cpp-python "llama-cpp-python==${LLAMA_CPP_VERSION}"
 
 # The runtime package and its dependencies (pyproject's core list: no torch, no quantize extras).
+# pyproject also declares the workstation's `quantize` command, whose package is not in this build
+# context: its script would only fail with ModuleNotFoundError, so it goes; `edge` is the image's one.
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY edge ./edge
 RUN pip install . \
+    && rm -f /opt/venv/bin/quantize \
     && pip check \
-    && ! pip show torch >/dev/null 2>&1
+    && ! pip show torch >/dev/null 2>&1 \
+    && edge --help >/dev/null
 
 # ---- runtime: the venv, the seed data, a non-root user ------------------------------------------
 FROM ${RUNTIME_IMAGE} AS runtime
@@ -76,7 +83,8 @@ RUN apt-get update \
     && if ! command -v "${PYTHON}" >/dev/null; then \
          apt-get install -y --no-install-recommends "${PYTHON}"; \
        fi \
-    && rm -rf /var/lib/apt/lists/* \
+    && apt-get clean \
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
     && groupadd --system --gid 10001 kiosk \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
          --shell /usr/sbin/nologin kiosk

@@ -1,5 +1,7 @@
 """The intent path of the default bundle (multilingual INT8 encoder + linear head): FP32 vs INT8, the
-trimmed vocabulary, and encoder threads quiet vs under LLM load.
+trimmed vocabulary, encoder threads quiet vs under LLM load, and where the encoder's time goes (batch
+size, graph fusion before quantization, tokens per question, the CPU's INT8 instructions): the
+figures behind the verbatim route's throughput.
 
 Run: `make bench` or `.venv/bin/python bench/intent.py --bundle models/default`.
 Needs the FP32 encoder that `quantize build-default` keeps in `models/default.reference/`.
@@ -9,8 +11,10 @@ Prints ratios against the FP32 baseline measured in the same run (machines here 
 from __future__ import annotations
 
 import argparse
+import logging
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -50,6 +54,72 @@ def accuracy(classifier: HeadClassifier, examples: Sequence[Example], language: 
     rows = [e for e in examples if detect(e.text) == language and e.label != "oos"]
     predicted = classifier.predict([e.text for e in rows])
     return float(np.mean([p.label == e.label for p, e in zip(predicted, rows, strict=True)]))
+
+
+def batch_ms_per_query(embedder: Embedder, texts: Sequence[str], batch: int) -> float:
+    """Encoder time per question when `batch` questions share one run (padded to the longest)."""
+    embedder.embed(texts[:20])
+    started = time.perf_counter()
+    for start in range(0, len(texts), batch):
+        embedder._embed_batch(texts[start : start + batch])
+    return (time.perf_counter() - started) * 1000.0 / len(texts)
+
+
+def fused_int8(fp32_path: Path, out: Path, heads: int, hidden: int) -> Path:
+    """onnxruntime's transformer fusions (Attention, SkipLayerNorm, BiasGelu) applied before INT8."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    logging.getLogger().setLevel(logging.ERROR)
+    fused = out.with_name("fused-fp32.onnx")
+    optimize_model(str(fp32_path), model_type="bert", num_heads=heads, hidden_size=hidden).save_model_to_file(
+        str(fused)
+    )
+    quantize_dynamic(
+        str(fused), str(out), per_channel=True, weight_type=QuantType.QInt8, extra_options={"DefaultTensorType": 1}
+    )
+    return out
+
+
+def int8_dot_instructions() -> str:
+    """x86 INT8 GEMM is several times faster with VNNI (or AMX) than with AVX2's multiply-add pairs."""
+    try:
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return "unknown"
+    found = [name for name in ("avx512_vnni", "avx_vnni", "amx_int8", "avx512bw", "avx2") if f" {name}" in flags]
+    return ", ".join(found) or "none of avx2/avx512/vnni/amx"
+
+
+def encoder_time_table(embedder: Embedder, fp32_path: Path, tokenizer: Path, texts: Sequence[str]) -> None:
+    prefix = embedder.config.prefix
+    tokens = [len(embedder._tokenizer.encode(prefix + text).ids) for text in texts]
+    bare = [len(embedder._tokenizer.encode(text).ids) for text in texts]
+    print("\nWhere the encoder's time goes (INT8, one thread)")
+    print(f"- CPU INT8 instructions: {int8_dot_instructions()}")
+    print(
+        f"- tokens a question: {np.mean(tokens):.1f} with the prefix {prefix!r}, {np.mean(bare):.1f} without "
+        "(encoder time is about linear in tokens at this length)"
+    )
+    base = batch_ms_per_query(embedder, texts, 1)
+    print(f"{'configuration':<44} {'ms/question':>12} {'÷ batch 1':>10}")
+    print(f"{'bundle INT8, batch 1 (what the box runs)':<44} {base:12.2f} {1.0:10.2f}")
+    for batch in (4, 8):
+        ms = batch_ms_per_query(embedder, texts, batch)
+        print(f"{f'bundle INT8, batch {batch}':<44} {ms:12.2f} {ms / base:10.2f}")
+    with tempfile.TemporaryDirectory(prefix="fused-") as tmp:
+        try:
+            path = fused_int8(fp32_path, Path(tmp) / "fused-int8.onnx", heads=12, hidden=embedder.config.dimension)
+            fused = Embedder.from_files(path, tokenizer, embedder.config)
+            ms = batch_ms_per_query(fused, texts, 1)
+            print(f"{'fused graph before INT8, batch 1':<44} {ms:12.2f} {ms / base:10.2f}")
+        except Exception as exc:  # the optimizer's fusions are model-specific; report, do not fail the bench
+            print(f"fused graph before INT8: not measured ({exc})")
+    budget = 2 * 1000.0 / 300
+    print(
+        f"- 300 req/s on 2 cores leaves {budget:.2f} ms of CPU a request for everything "
+        f"(encoder {base:.2f} ms here, batch 1)"
+    )
 
 
 def with_llm_load(gguf: Path, threads: int) -> subprocess.Popen[str]:
@@ -109,6 +179,7 @@ def main() -> None:
     )
     trim = embedder.fragment.get("source", {})
     print(f"(vocabulary trimmed to Latin + CJK; see the embedder's source record: {trim.get('name', '?')})")
+    encoder_time_table(models.embedder, fp32_path, embedder.file(TOKENIZER_FILE), timed)
 
     gguf = bundle.component("llm").file("model.gguf")
     print("\nINT8 encoder + head, batch-1 latency by intra-op threads, quiet and with the LLM generating beside it")

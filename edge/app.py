@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from edge.api import dify, kiosk, openai, ops
 from edge.api.auth import KeyRing, RateLimiter
 from edge.api.errors import OPENAI_PATHS, PayloadTooLarge, dify_openapi, envelope, install_error_handlers
+from edge.api.hosts import HostCheck
 from edge.assistant.bank import BankView, missing_variables
 from edge.assistant.cache import AnswerCache
 from edge.assistant.pipeline import Assistant
@@ -197,7 +198,15 @@ def create_app(settings: Settings, bundle: Bundle | None = None) -> FastAPI:
             finally:
                 app.state.ready = False
 
-    app = FastAPI(title="kiosk-edge", version="0.1.0", lifespan=lifespan)
+    # /docs and /redoc load Swagger UI and ReDoc from a CDN: blank on an offline box, so off unless asked for.
+    docs = settings.api_docs
+    app = FastAPI(
+        title="kiosk-edge",
+        version="0.1.0",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+    )
     app.state.settings = settings
     app.state.log = logging.getLogger("edge.app")
     app.state.ready = False
@@ -213,5 +222,6 @@ def create_app(settings: Settings, bundle: Bundle | None = None) -> FastAPI:
     app.include_router(dify.router)
     app.include_router(kiosk.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(HostCheck, allowed_hosts=settings.allowed_hosts, trusted_proxies=settings.trusted_proxies)
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)
     return app

@@ -50,6 +50,21 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def _object(value: Any, where: str) -> dict[str, Any]:
+    """`value` if it is a JSON object; a hand-edited manifest with a list or a string there is refused."""
+    if not isinstance(value, dict):
+        raise BundleError(f"{where} must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def _fragment(fragment: Any, where: str) -> dict[str, Any]:
+    """A component's manifest entry, checked in shape: `files` maps each name to {sha256, size}."""
+    fragment = _object(fragment, where)
+    for name, entry in _object(fragment.get("files", {}), f"{where}: files").items():
+        _object(entry, f"{where}: files[{name!r}]")
+    return fragment
+
+
 def verify_files(root: Path, files: dict[str, Any]) -> None:
     """Check every listed file under `root` against its recorded size and sha256."""
     if not files:
@@ -93,7 +108,7 @@ class Component:
 def load_component(path: Path, *, verify: bool = True) -> Component:
     """Read a component directory on its own, through its `component.json`."""
     path = Path(path)
-    fragment = _read_json(path / COMPONENT_NAME)
+    fragment = _fragment(_read_json(path / COMPONENT_NAME), str(path / COMPONENT_NAME))
     if verify:
         verify_files(path, fragment.get("files", {}))
     return Component(name=str(fragment.get("kind", path.name)), path=path, fragment=fragment)
@@ -123,7 +138,9 @@ def load_bundle(path: Path, *, verify: bool = True) -> Bundle:
     if version != FORMAT_VERSION:
         raise BundleError(f"{path / MANIFEST_NAME}: format_version {version!r}, expected {FORMAT_VERSION}")
     components: dict[str, Component] = {}
-    for name, fragment in manifest.get("components", {}).items():
+    where = str(path / MANIFEST_NAME)
+    for name, entry in _object(manifest.get("components", {}), f"{where}: components").items():
+        fragment = _fragment(entry, f"{where}: components[{name!r}]")
         component_dir = path / str(fragment.get("path", name))
         if verify:
             verify_files(component_dir, fragment.get("files", {}))

@@ -12,9 +12,11 @@ import click
 from pydantic import ValidationError
 
 from edge.bundle import BundleError, load_bundle
-from edge.settings import Settings
+from edge.settings import Settings, describe_errors
 
 if TYPE_CHECKING:
+    import sqlite_utils
+
     from edge.sync.agent import SyncAgent
 
 
@@ -25,7 +27,7 @@ def _settings(**overrides: object) -> Settings:
     try:
         return Settings(_env_file=env_file, **{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
-        click.echo(f"error: invalid settings:\n{exc}", err=True)
+        click.echo(f"error: {describe_errors(exc)}", err=True)
         sys.exit(1)
 
 
@@ -79,6 +81,8 @@ def serve(host: str | None, port: int | None) -> None:
     if not settings.app_keys:
         click.echo("error: no app keys configured: set KIOSK_APP_KEYS='[\"<a secret of 12+ characters>\"]'", err=True)
         sys.exit(1)
+    if settings.database_path.exists():  # migrated before uvicorn starts: a refusal is one line, not a traceback
+        _open_database(settings).close()
     try:
         bundle = load_bundle(settings.bundle_dir, verify=settings.verify_bundle)
     except BundleError as exc:
@@ -89,8 +93,16 @@ def serve(host: str | None, port: int | None) -> None:
     # systemd. Its own handlers replace this one while it runs, so SIGTERM still starts the drain.
     signal.signal(signal.SIGTERM, lambda *_: None)
     app = create_app(settings, bundle)
+    # proxy_headers off: uvicorn would believe X-Forwarded-* from 127.0.0.1 by default; the app believes
+    # them from KIOSK_TRUSTED_PROXIES only (edge/api/hosts.py).
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_config=None, access_log=False, timeout_graceful_shutdown=20
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=20,
+        proxy_headers=False,
     )
     DrainingServer(config, on_drain=lambda: app.state.begin_drain()).run()  # see edge/server.py
 
@@ -151,7 +163,8 @@ def classify(texts: tuple[str, ...], bundle: Path | None) -> None:
 @main.group(invoke_without_command=True)
 @click.pass_context
 def sync(context: click.Context) -> None:
-    """Reconcile the box with central Dify: run the sync agent (the default), one pass, or show status.
+    """Reconcile the box with central Dify: run the sync agent (the default), one pass, show status, or
+    re-queue parked rows.
 
     The agent is a separate process beside `edge serve`, sharing its SQLite database. It needs
     KIOSK_CENTRAL_URL and the keys of the streams to run (KIOSK_CENTRAL_APP_KEY: parameters and
@@ -161,9 +174,20 @@ def sync(context: click.Context) -> None:
         context.invoke(sync_run)
 
 
+def _open_database(settings: Settings) -> sqlite_utils.Database:
+    """The box's database, migrated; one clear line and exit 1 when a newer release's schema is on it."""
+    from edge.store.db import open_database
+    from edge.store.migrations import SchemaTooNew
+
+    try:
+        return open_database(settings.database_path)
+    except SchemaTooNew as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
 def _agent() -> SyncAgent:
     """Imported lazily: `edge --help` must not load httpx and the models."""
-    from edge.store.db import open_database
     from edge.sync.agent import SyncAgent
     from edge.sync.client import DifyClient
 
@@ -172,7 +196,7 @@ def _agent() -> SyncAgent:
         click.echo("error: KIOSK_CENTRAL_URL is not set: there is no central Dify to sync with", err=True)
         sys.exit(1)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = open_database(settings.database_path)
+    db = _open_database(settings)
     return SyncAgent(settings, db, DifyClient(settings.central_url, timeout_s=settings.sync_timeout_s))
 
 
@@ -197,9 +221,33 @@ def sync_once() -> None:
     """Run one pass now and print what each stream did (exit 2 when central is unreachable)."""
     agent = _agent()
     result = agent.run_once()
-    click.echo(json.dumps({"online": result.online, "streams": result.outcomes}, indent=2))
+    click.echo(json.dumps({"online": result.online, "streams": result.outcomes, "notes": result.notes}, indent=2))
+    for stream, notes in result.notes.items():
+        for note in notes:
+            click.echo(f"{stream}: {note}", err=True)
     if not result.online:
         sys.exit(2)
+
+
+@sync.command("retry")
+@click.option("--reason", default=None, help="Only rows whose recorded reason contains this text.")
+def sync_retry(reason: str | None) -> None:
+    """Re-queue parked outbox rows (all, or --reason TEXT) for the agent's next pass, attempts reset.
+
+    Each goes back in the record it was parked with, so it is looked up on central before it is sent again.
+    """
+    from edge.sync.push import requeue_parked
+
+    settings = _settings()
+    if not settings.database_path.exists():
+        click.echo(f"error: no database at {settings.database_path}", err=True)
+        sys.exit(1)
+    db = _open_database(settings)
+    try:
+        count = requeue_parked(db, reason=reason)
+    finally:
+        db.close()
+    click.echo(f"{count} parked row(s) re-queued" + (f" (reason containing {reason!r})" if reason else ""))
 
 
 @sync.command("status")

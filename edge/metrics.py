@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from edge.logs import REQUEST_ID
 
+if TYPE_CHECKING:
+    from edge.store.disk import VolumeUsage
+
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+# A label value is a time series: a method outside this set (any client can send `FOO1`, `FOO2`, …) is
+# counted as "other", so the series stay bounded.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class Metrics:
@@ -78,6 +84,15 @@ class Metrics:
             ["stream"],
             registry=self.registry,
         )
+        self.volume_bytes = Gauge(
+            "kiosk_data_volume_bytes",
+            "The data volume (SQLite and bundles): total, used and free (available to the box) bytes.",
+            ["state"],
+            registry=self.registry,
+        )
+        self.database_bytes = Gauge(
+            "kiosk_database_bytes", "The SQLite file with its WAL, in bytes.", registry=self.registry
+        )
         self.llm_first_token = Histogram(
             "kiosk_llm_first_token_seconds",
             "Time to the first generated token.",
@@ -106,6 +121,11 @@ class Metrics:
             self.sync_up.labels(stream=row["stream"]).set(1.0 if row["state"] in ("online", "ok") else 0.0)
             if row.get("last_success_at"):
                 self.sync_last_success.labels(stream=row["stream"]).set(row["last_success_at"])
+
+    def refresh_disk(self, volume: VolumeUsage, database: int) -> None:
+        for state in ("total", "used", "free"):
+            self.volume_bytes.labels(state=state).set(getattr(volume, state))
+        self.database_bytes.set(database)
 
     def refresh(self, cache: Any, llm: Any | None) -> None:
         """Gauges read at scrape time."""
@@ -149,7 +169,8 @@ class RequestMetrics:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", "unmatched")
-            self.metrics.requests.labels(method=scope["method"], route=template, status=str(status)).observe(
+            method = scope["method"] if scope["method"] in HTTP_METHODS else "other"
+            self.metrics.requests.labels(method=method, route=template, status=str(status)).observe(
                 time.perf_counter() - started
             )
             REQUEST_ID.reset(token)

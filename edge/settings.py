@@ -2,21 +2,55 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
+import types
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from edge.language import DEFAULT_LANGUAGE, LANGUAGES
 
 PLACEHOLDER_MARKERS = ("change-me", "changeme", "placeholder", "example")
+JSON_FORMS = {list: 'a JSON list, e.g. ["first", "second"]', dict: 'a JSON object, e.g. {"name": "value"}'}
+PLAIN_TEXT_FOR_EVERY_LANGUAGE = ("opening_statement", "handoff_message", "decline_message")
+
+
+def json_container(annotation: Any) -> type | None:
+    """`list` or `dict` when a setting's values are written as JSON (lists, tuples, objects), else None."""
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        found = {json_container(arg) for arg in get_args(annotation)} - {None}
+        return found.pop() if len(found) == 1 else None
+    if annotation in (list, tuple, set, dict) or origin in (list, tuple, set, dict):
+        return dict if dict in (annotation, origin) else list
+    return None
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """One line for the operator: each bad setting by name and env var, and what is wrong (never its value)."""
+    problems = []
+    for error in exc.errors(include_url=False):
+        cause = (error.get("ctx") or {}).get("error")
+        message = str(cause) if error["type"] == "value_error" and cause is not None else error["msg"]
+        if error["loc"]:
+            name, *inside = (str(part) for part in error["loc"])
+            where = f" at [{']['.join(inside)}]" if inside else ""
+            message = f"invalid setting {name} (KIOSK_{name.upper()}){where}: {message}"
+        problems.append(message)
+    return "; ".join(problems)
 
 
 class Settings(BaseSettings):
     """Effective configuration of a box, passed down explicitly (never read from globals)."""
 
-    model_config = SettingsConfigDict(env_prefix="KIOSK_", extra="forbid")
+    # JSON values are decoded by `_decode_json` below, which names the setting and the form it expects;
+    # pydantic-settings' own decoding fails on a plain value with a traceback that names neither.
+    model_config = SettingsConfigDict(
+        env_prefix="KIOSK_", extra="forbid", enable_decoding=False, hide_input_in_errors=True
+    )
 
     bundle_dir: Path = Field(default=Path("models/default"), description="Directory of the model bundle to serve.")
     data_dir: Path = Field(default=Path("data"), description="Where the box keeps SQLite and state.")
@@ -48,6 +82,24 @@ class Settings(BaseSettings):
     max_query_chars: int = Field(default=2000, ge=16, description="Longest accepted customer question.")
     rate_limit_per_s: float = Field(default=20.0, gt=0, description="Token-bucket refill rate per app key.")
     rate_limit_burst: int = Field(default=40, ge=1, description="Token-bucket size per app key.")
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names the box answers to (JSON list; `*.example.com` matches subdomains, `*` any). "
+        "IP addresses and names without a dot (`localhost`, a LAN host name) are always accepted: kiosks reach "
+        "the box by its address (on k3s `http://<node address>:30080/`). A request for another Host gets 421 "
+        "`misdirected_request`, so a DNS-rebinding page cannot talk to the box from a shopper's browser.",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or networks (JSON list, CIDR) of a TLS proxy in front of the box. Only from them "
+        "are `X-Forwarded-Proto` (https: the kiosk cookie is `Secure`) and `X-Forwarded-For` (the client address "
+        "rate limits use) believed. Empty: no proxy; the headers are ignored.",
+    )
+    api_docs: bool = Field(
+        default=False,
+        description="Serve the interactive API docs at /docs and /redoc. Off by default: those pages load their "
+        "scripts from a CDN, blank on an offline box. `/openapi.json` is always served.",
+    )
 
     # --- kiosk page ---------------------------------------------------------------------------
     ui_enabled: bool = Field(
@@ -268,6 +320,54 @@ class Settings(BaseSettings):
     sync_max_attempts: int = Field(
         default=12, ge=1, description="Failed sends of one record before its turns are parked for an operator."
     )
+    sync_settle_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="After a send to central whose answer was lost, how long its run may take to be listed: "
+        "until then the record is waited for, never sent again.",
+    )
+
+    # --- retention and disk -----------------------------------------------------------------------
+    retention_days: int = Field(
+        default=90,
+        ge=0,
+        description="Conversations central already holds (every turn and feedback pushed) are deleted this many "
+        "days after their last turn, by the sync agent, and their space reclaimed. Unpushed ones are never "
+        "deleted. 0: keep everything.",
+    )
+    disk_warn_free_mb: int = Field(
+        default=512,
+        ge=0,
+        description="Free space on the data volume under which `/readyz` carries a warning (the box stays ready); "
+        "when the volume is full, turns are answered 503 `storage_full`.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _decode_json(cls, values: Any) -> Any:
+        """JSON-valued settings given as text (env vars, the env file) are decoded here, before any field
+        validator, or refused in one line that names the setting and the form it expects."""
+        if not isinstance(values, dict):
+            return values
+        decoded = dict(values)
+        for name, value in values.items():
+            field = cls.model_fields.get(name)
+            container = json_container(field.annotation) if field is not None else None
+            if container is None or not isinstance(value, str):
+                continue
+            try:
+                decoded[name] = json.loads(value)
+            except ValueError:
+                decoded[name] = None
+            if not isinstance(decoded[name], (list, dict)):  # the field's own validation judges the JSON
+                if name not in PLAIN_TEXT_FOR_EVERY_LANGUAGE:
+                    raise ValueError(
+                        f"invalid setting {name} (KIOSK_{name.upper()}): expected {JSON_FORMS[container]}, "
+                        "not a plain value"
+                    )
+                text = decoded[name]
+                decoded[name] = text if isinstance(text, str) else value  # plain text serves every language
+        return decoded
 
     @field_validator("opening_statement", "handoff_message", "decline_message", mode="before")
     @classmethod
@@ -301,6 +401,18 @@ class Settings(BaseSettings):
             if len(value) < 12 or any(marker in value.lower() for marker in PLACEHOLDER_MARKERS):
                 raise ValueError("app keys must be real secrets (12+ characters, not a placeholder)")
         return keys
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _lowercase_hosts(cls, hosts: list[str]) -> list[str]:
+        return [host.strip().lower().rstrip(".") for host in hosts if host.strip()]
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_networks(cls, proxies: list[str]) -> list[str]:
+        for proxy in proxies:
+            ipaddress.ip_network(proxy, strict=False)  # ValueError: "… does not appear to be an IPv4 or IPv6 network"
+        return proxies
 
     @property
     def database_path(self) -> Path:

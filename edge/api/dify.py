@@ -311,15 +311,18 @@ async def delete_conversation(
 @router.post("/conversations/{conversation_id}/name")
 async def rename(conversation_id: str, body: RenameBody, caller: ChatCaller, store: ConversationsDep) -> dict[str, Any]:
     target = _uuid_or_404(conversation_id, "Conversation Not Exists.")
+    user = caller.user(body.user)
     name = body.name
     if not name:
         if not body.auto_generate:
             raise InvalidParam("name is required", param="name")
+        # The user's own conversation first (else 404): its turns must not decide the answer for another user.
+        await run_in_threadpool(store.get, target, user)
         turns = await run_in_threadpool(store.recent_turns, target, 1)
         if not turns:
             raise InvalidParam("the conversation has no messages to name it from")
         name = turns[0][0][:40]
-    row = await run_in_threadpool(store.rename, target, caller.user(body.user), name)
+    row = await run_in_threadpool(store.rename, target, user, name)
     return _conversation_item(row)
 
 

@@ -14,7 +14,9 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from edge.errors import EdgeError
+from edge.errors import Busy, EdgeError
+from edge.store.db import is_busy
+from edge.store.disk import StorageFull, is_disk_full
 from edge.store.errors import StoreError
 
 OPENAI_PATHS = ("/v1/chat/completions", "/v1/models")
@@ -178,5 +180,11 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        if is_disk_full(exc):  # SQLITE_FULL or ENOSPC from any write outside the turn writer: 503, not 500
+            request.app.state.log.error("data volume full on %s: %s", request.url.path, exc)
+            return error_response(request, StorageFull())
+        if is_busy(exc):  # another process (the sync agent) held the write lock past the wait: retry soon
+            request.app.state.log.warning("database busy on %s: %s", request.url.path, exc)
+            return error_response(request, Busy("The box is busy saving; please try again in a moment.", 1))
         request.app.state.log.exception("unhandled error on %s", request.url.path)
         return error_response(request, ApiError("Internal Server Error, please contact support."))

@@ -6,7 +6,9 @@ per session: the box checks the MAC and the age. The cookie is honoured only
 
 - on the chat-facing Dify routes a kiosk needs (they take `ChatCaller` instead of `AppKey`),
 - when the request provably comes from the page's own origin (`Sec-Fetch-Site: same-origin`, or an
-  `Origin` naming this host; a request that changes something must carry one of the two),
+  `Origin` naming this host; a request that changes something must carry one of the two). "This host"
+  is the request's `Host`, which a DNS-rebinding page controls too: `edge/api/hosts.py` has already
+  refused any host the box does not answer to,
 - with the Dify `user` pinned to `kiosk-<sid>`, whatever the page sends, so a kiosk session can only
   ever read and continue its own conversations. The page asks for a new session at every idle reset,
   so the next shopper is a different user from the box's point of view.
@@ -21,6 +23,7 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -42,6 +45,8 @@ SESSION_MAX_AGE_S = 12 * 3600
 CLOCK_SKEW_S = 60
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _SECRET_BYTES = 32
+# What `issue` writes: urlsafe base64 (the id and the MAC) and ASCII digits (the issue time).
+_TOKEN_PART = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True)
@@ -115,12 +120,18 @@ class KioskSessions:
         return f"{sid}.{issued_at}.{self._mac(sid, issued_at)}"
 
     def verify(self, token: str) -> KioskSession | None:
-        """The session a token stands for, or None when it is forged, malformed or too old."""
+        """The session a token stands for, or None when it is forged, malformed or too old.
+
+        A cookie is whatever the client sent, decoded as latin-1: only the characters `issue` uses are
+        read further (`str.isdigit` alone takes "²", which `int` refuses; a non-ASCII id cannot be MACed).
+        """
         parts = token.split(".")
-        if len(parts) != 3 or not parts[1].isdigit() or len(parts[1]) > 12:
+        if len(parts) != 3 or not all(_TOKEN_PART.fullmatch(part) for part in parts) or len(parts[1]) > 12:
             return None
         sid, issued, mac = parts
-        if not (0 < len(sid) <= 64) or not hmac.compare_digest(mac.encode(), self._mac(sid, int(issued)).encode()):
+        if not issued.isdigit() or not (0 < len(sid) <= 64):
+            return None
+        if not hmac.compare_digest(mac.encode(), self._mac(sid, int(issued)).encode()):
             return None
         age = self._clock() - int(issued)
         if age > self.max_age_s or age < -CLOCK_SKEW_S:

@@ -9,6 +9,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
+from edge.store.disk import database_bytes, volume_usage
+
 router = APIRouter()
 
 
@@ -26,6 +28,16 @@ async def readyz(request: Request) -> JSONResponse:
         depth = llm.queue_depth()
         checks["llm_queue_depth"] = depth
         checks["llm_queue_full"] = depth >= state.settings.llm_max_queue
+    # A low volume is a warning, not unreadiness: the box still answers (turns fail 503 only once it is full),
+    # and taking it out of service would turn clear answers into refused connections.
+    settings = state.settings
+    free = volume_usage(settings.data_dir).free
+    checks["disk_free_bytes"] = free
+    if free < settings.disk_warn_free_mb * 2**20:
+        checks["warnings"] = [
+            f"data volume low: {free / 2**20:.0f} MB free (KIOSK_DISK_WARN_FREE_MB={settings.disk_warn_free_mb}); "
+            "old conversations are deleted only once pushed (KIOSK_RETENTION_DAYS)"
+        ]
     ready = checks["loaded"] and not checks.get("llm_queue_full", False)
     return JSONResponse({"status": "ready" if ready else "not ready", **checks}, status_code=200 if ready else 503)
 
@@ -39,4 +51,5 @@ async def metrics(request: Request) -> Response:
     sync = getattr(state, "sync_figures", None)
     if sync is not None:
         state.metrics.refresh_sync(*await run_in_threadpool(sync))
+    state.metrics.refresh_disk(volume_usage(state.settings.data_dir), database_bytes(state.settings.database_path))
     return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

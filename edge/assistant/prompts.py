@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-# Chat-template control markers (`<|im_start|>`, `<|eot_id|>`, `<s>`, …): a customer must not be able to
-# type a role switch, because the engine tokenizes the rendered prompt with special tokens enabled.
+# Common chat-template markers (`<|im_start|>`, `<|eot_id|>`, `<s>`, …), blanked from every text that is
+# not the operator's. This is only a model-independent first pass: the guarantee that no text becomes a
+# role switch is `LlmEngine`'s, which blanks every special token of the loaded model's own vocabulary
+# (SmolLM2's `<filename>`, `<jupyter_code>`, … too) from all message content before rendering.
 _CONTROL_MARKERS = re.compile(r"<\|[^|<>]{1,40}\|>|</?s>")
 
 
@@ -35,7 +37,7 @@ def build_messages(
         messages.append({"role": "assistant", "content": defuse(past_answer)})
     question = defuse(query)
     if grounding:
-        knowledge = "\n".join(f"- {text}" for text in grounding)
+        knowledge = "\n".join(f"- {defuse(text)}" for text in grounding)
         question = f"Relevant answers from the store's knowledge:\n{knowledge}\n\nCustomer question: {question}"
     messages.append({"role": "user", "content": question})
     return messages

@@ -1,23 +1,25 @@
 """Persisting an answered turn: the message, its outbox row, then metrics and the log line.
 
-A turn is counted and logged only once it has committed, so `/metrics` never counts an answer the
-database does not hold. Interrupted turns (a stop, a client gone) go through the same writer.
+Every turn, interrupted ones included (a stop, a client gone), commits through the one writer, which the
+lifespan drains before the database closes. A turn is counted and logged only once it has committed,
+so `/metrics` never counts an answer the database does not hold -- and once committed it is counted
+even if the shopper's connection went away meanwhile.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-
-from starlette.concurrency import run_in_threadpool
 
 from edge.assistant.policy import Route
 from edge.assistant.sources import Source
 from edge.metrics import Metrics
 from edge.store.conversations import ConversationStore
-from edge.store.writer import Writer
+from edge.store.writer import Writer, committed
 
 if TYPE_CHECKING:
     from edge.assistant.pipeline import Prepared
@@ -51,28 +53,32 @@ class Turn:
 
 
 class TurnRecorder:
-    def __init__(self, conversations: ConversationStore, writer: Writer | None, metrics: Metrics | None) -> None:
+    def __init__(self, conversations: ConversationStore, writer: Writer, metrics: Metrics | None) -> None:
         self.conversations = conversations
-        self.writer = writer  # turns commit through it (grouped); without one, each in the thread pool
+        self.writer = writer  # every turn commits through it, grouped with the turns around it
         self.metrics = metrics
 
     async def record(self, turn: Turn) -> Finished:
-        if self.writer is not None:
-            finished = await self.writer.run(self._write, turn, None)
-        else:
-            finished = await run_in_threadpool(self._write, turn, None)
-        self._observe(turn, finished)
-        return finished
+        """Commit the turn; returns once it is durable. Counted and logged on COMMIT, in the request's
+        logging context, whether or not the request is still there to read the result."""
+        future = self.writer.submit(self._write, turn, None)
+        context = contextvars.copy_context()
+        future.add_done_callback(lambda done: context.run(self._observe, turn, done))
+        return await committed(future)
 
     def record_interrupted(self, turn: Turn, error: str) -> None:
-        """Record a turn cut short, without awaiting (we may be inside a closing generator)."""
-        if self.writer is not None:
-            self.writer.put(self._write, turn, error)
-        else:
-            try:
-                self._write(turn, error)
-            except Exception:  # the stream is closing: log, never raise over the original error
-                log.exception("an interrupted turn could not be recorded")
+        """Record a turn cut short, without awaiting (we may be inside a closing generator): queued on the
+        writer, logged once committed. Never raises over the error that interrupted the stream."""
+        try:
+            future = self.writer.submit(self._write, turn, error)
+        except RuntimeError:
+            log.error(
+                "the writer is not running: an interrupted turn was not recorded",
+                extra={"conversation_id": turn.conversation_id, "message_id": turn.message_id},
+            )
+            return
+        context = contextvars.copy_context()
+        future.add_done_callback(lambda done: context.run(self._observe_interrupted, turn, error, done))
 
     def count_check(self, *, passed: bool) -> None:
         if self.metrics is not None:
@@ -118,8 +124,12 @@ class TurnRecorder:
             decision.annotation_id,
         )
 
-    def _observe(self, turn: Turn, finished: Finished) -> None:
-        """After COMMIT: the answer counts, and is logged."""
+    def _observe(self, turn: Turn, done: Future[Finished]) -> None:
+        """After COMMIT: the answer counts, and is logged. A turn that did not commit is neither (its
+        error reaches the shopper through the awaiting request)."""
+        if done.exception() is not None:
+            return
+        finished = done.result()
         prepared = turn.prepared
         if self.metrics is not None:
             label = finished.message.get("intent")
@@ -138,3 +148,12 @@ class TurnRecorder:
                 "latency_ms": finished.latency_s * 1000,
             },
         )
+
+    def _observe_interrupted(self, turn: Turn, error: str, done: Future[Finished]) -> None:
+        """After COMMIT of a turn cut short: logged, not counted as an answer."""
+        failure = done.exception()
+        extra = {"conversation_id": turn.conversation_id, "message_id": turn.message_id, "error": error}
+        if failure is not None:
+            log.error("an interrupted turn could not be recorded: %r", failure, extra=extra)
+        else:
+            log.info("interrupted", extra={**extra, "route": turn.prepared.decision.route.value})

@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import logging
 import math
+import re
 import threading
 import time
 from collections import deque
@@ -25,6 +26,8 @@ from typing import Any, Literal
 import jinja2
 import llama_cpp
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from edge.errors import BadInput
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +50,13 @@ class Draining(LlmError):
     """The box is shutting down: the running answer finishes, nothing new starts. Ask again shortly."""
 
 
-class InvalidRequest(LlmError):
-    """The messages cannot be rendered by the chat template, do not fit the context, or a parameter is invalid."""
+class InvalidRequest(LlmError, BadInput):
+    """The messages cannot be rendered by the chat template, do not fit the context, or a parameter is invalid.
+
+    A client's fault: the API renders it as a 400 in the family's envelope."""
+
+    def __init__(self, message: str, param: str = "messages") -> None:
+        super().__init__(message, param=param)
 
 
 class QueueFull(LlmError):
@@ -68,6 +76,47 @@ def token_bytes(vocab: llama_cpp.llama_vocab_p, token: int) -> bytes:
         if n >= 0:
             return buffer.raw[:n]
         size = -n
+
+
+# Tokens that llama.cpp's tokenizer picks out of raw text as one id: control tokens (with special parsing,
+# which the rendered chat template needs), unknown, and user-defined ones (always).
+SPECIAL_ATTRS = (
+    llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN | llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
+)
+
+
+def special_tokens(vocab: llama_cpp.llama_vocab_p) -> dict[int, str]:
+    """The loaded model's own special tokens (id → text), read from its vocabulary's token attributes.
+
+    User-defined tokens that are whitespace (some vocabularies add runs of spaces) are plain text."""
+    found = {}
+    for token in range(llama_cpp.llama_vocab_n_tokens(vocab)):
+        attr = llama_cpp.llama_vocab_get_attr(vocab, token)
+        if attr & SPECIAL_ATTRS:
+            text = llama_cpp.llama_vocab_get_text(vocab, token).decode("utf-8", errors="replace")
+            if text.strip() and not (attr & llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED and any(c.isspace() for c in text)):
+                found[token] = text
+    return found
+
+
+class Neutraliser:
+    """Blanks every special token's text out of message content, so that text from a customer, the
+    history or the grounding can never become a role switch (`<|im_end|><|im_start|>system …`): the only
+    control tokens of a prompt are those its chat template writes. Repeated until nothing is left,
+    because blanking one marker may join the halves of another."""
+
+    def __init__(self, texts: list[str]) -> None:
+        alternatives = sorted(set(texts), key=len, reverse=True)
+        self._pattern = re.compile("|".join(map(re.escape, alternatives))) if alternatives else None
+
+    def __call__(self, text: str) -> str:
+        if self._pattern is None:
+            return text
+        while True:
+            cleaned = self._pattern.sub(" ", text)
+            if cleaned == text:
+                return cleaned
+            text = cleaned
 
 
 def stop_cut(text: str, stops: list[str]) -> int | None:
@@ -229,6 +278,8 @@ class LlmEngine:
         self._draining: str | None = None
         self._llm: llama_cpp.Llama | None = None
         self._formatter: Jinja2ChatFormatter | None = None
+        self._neutralise = Neutraliser([])
+        self.special_tokens: dict[int, str] = {}
         self._thread: threading.Thread | None = None
         self._service_s = 1.0  # moving average of one generation's duration, for Retry-After
 
@@ -260,6 +311,8 @@ class LlmEngine:
         self._formatter = Jinja2ChatFormatter(
             template, eos_token=text(llm.token_eos()), bos_token=text(llm.token_bos())
         )
+        self.special_tokens = special_tokens(vocab)
+        self._neutralise = Neutraliser(list(self.special_tokens.values()))
         self._llm = llm
         self._thread = threading.Thread(target=self._serve, args=(llm,), name=f"llm-{self.model_id}", daemon=True)
         self._thread.start()
@@ -312,17 +365,9 @@ class LlmEngine:
     ) -> Generation:
         """Queue a chat request. Raises `QueueFull`, `InvalidRequest`, or `LlmError` if not running."""
         if max_tokens < 1 or temperature < 0:
-            raise InvalidRequest("max_tokens must be >= 1 and temperature >= 0")
-        if self._formatter is None:
-            raise LlmError("the engine is not started")
-        try:
-            prompt_text = self._formatter(messages=messages).prompt  # type: ignore[arg-type]
-        except (ValueError, TypeError, jinja2.TemplateError) as exc:
-            raise InvalidRequest(f"the chat template rejected the messages: {exc}") from exc
-        prompt = self._tokenize(prompt_text.encode("utf-8", errors="replace"), special=True)
+            raise InvalidRequest("max_tokens must be >= 1 and temperature >= 0", param="max_tokens")
+        prompt = self.prompt(messages, max_tokens=max_tokens)
         room = self.n_ctx - len(prompt)
-        if room < 1:
-            raise InvalidRequest(f"the prompt has {len(prompt)} tokens; the context holds {self.n_ctx}")
         gen = Generation(prompt, min(max_tokens, room), temperature, list(stop or []), lambda: self._withdraw(gen))
         with self._lock:
             if self._closing:
@@ -334,6 +379,46 @@ class LlmEngine:
             self._pending.append(gen)
             self._lock.notify_all()
         return gen
+
+    def prompt(self, messages: list[dict[str, str]], *, max_tokens: int = 256) -> list[int]:
+        """The prompt tokens of `messages`: special tokens blanked out of every message's content, then the
+        oldest turns dropped until the prompt leaves room for the answer (`max_tokens`, at most half the
+        context). Leading system messages and the last message are always kept; when they alone do not
+        fit the context, `InvalidRequest` (a 400: the client's question or prompt is too long)."""
+        if self._formatter is None:
+            raise LlmError("the engine is not started")
+        messages = [{**m, "content": self._neutralise(m["content"])} if m.get("content") else m for m in messages]
+        pinned = next((i for i, m in enumerate(messages[:-1]) if m.get("role") != "system"), len(messages) - 1)
+        head, turns, last = messages[:pinned], messages[pinned:-1], messages[-1:]
+        # Cut only before a user message, so what remains never opens with an answer to a dropped question.
+        cuts = [i for i, m in enumerate(turns) if m.get("role") != "assistant"] + [len(turns)]
+        reserve = min(max_tokens, self.n_ctx // 2)
+        tokens = self._render([*head, *turns, *last])
+        if len(tokens) + reserve > self.n_ctx and turns:
+            low, high = 0, len(cuts) - 1  # binary search for the fewest dropped turns that fit
+            best = self._render([*head, *last])
+            while low < high:
+                middle = (low + high) // 2
+                candidate = self._render([*head, *turns[cuts[middle] :], *last])
+                if len(candidate) + reserve <= self.n_ctx:
+                    best, high = candidate, middle
+                else:
+                    low = middle + 1
+            logger.info("dropped %d of %d earlier messages to fit the context", cuts[low], len(turns))
+            tokens = best
+        if len(tokens) >= self.n_ctx:
+            raise InvalidRequest(
+                f"the prompt has {len(tokens)} tokens without any earlier turn; the context holds {self.n_ctx}"
+            )
+        return tokens
+
+    def _render(self, messages: list[dict[str, str]]) -> list[int]:
+        assert self._formatter is not None
+        try:
+            text = self._formatter(messages=messages).prompt  # type: ignore[arg-type]
+        except (ValueError, TypeError, jinja2.TemplateError) as exc:
+            raise InvalidRequest(f"the chat template rejected the messages: {exc}") from exc
+        return self._tokenize(text.encode("utf-8", errors="replace"), special=True)
 
     def count_tokens(self, text: str) -> int:
         """Tokens of plain text (no special tokens), without touching the worker's context.

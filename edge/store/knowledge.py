@@ -2,8 +2,11 @@
 
 Central Dify is authoritative; the sync agent diffs it against `fingerprints()` and calls `apply()`
 with the changed segments already embedded, so one transaction swaps text, vector and full-text
-index together and a question never sees half an update. `version` moves on every change, so the
-server reloads its in-memory vector matrix only when something changed.
+index together and a question never sees half a segment. A large change is applied `CHUNK_ROWS`
+rows a transaction, so the server's turns (the same file, another process) never wait long for the
+write lock; a question may then see a large change half applied, and a crash between two chunks
+leaves whole rows that the next diff completes. `version` moves on every change, so the server
+reloads its in-memory vector matrix only when something changed.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ ANNOTATIONS_DATASET = str(uuid.uuid5(uuid.NAMESPACE_URL, "kiosk-edge:dify-annota
 ANNOTATIONS_NAME = "Annotations"
 _FTS_TERM = re.compile(r"\w+", re.UNICODE)
 _FTS_MAX_TERMS = 32
+CHUNK_ROWS = 256  # rows written per transaction by a large change: milliseconds, far below the busy timeout
 _CJK_RUN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff]+")
 
 
@@ -179,13 +183,22 @@ class KnowledgeStore:
             f"DELETE FROM knowledge_fts WHERE rowid IN (SELECT rowid FROM knowledge_segments WHERE {where})", params
         )
 
-    def delete_dataset(self, dataset_id: str) -> int:
-        with transaction(self.db):
-            self._unindex("dataset_id = ?", [dataset_id])
-            removed = self.db.execute("DELETE FROM knowledge_segments WHERE dataset_id = ?", [dataset_id]).rowcount
+    def delete_dataset(self, dataset_id: str, chunk: int = CHUNK_ROWS, pause_s: float = 0.0) -> int:
+        """Delete one dataset's segments, `chunk` rows a transaction, `pause_s` apart (another process waiting
+        for the write lock gets it in between); returns how many went."""
+        where = "rowid IN (SELECT rowid FROM knowledge_segments WHERE dataset_id = ? ORDER BY rowid LIMIT ?)"
+        removed = 0
+        while True:
             if removed:
-                self._bump()
-        return removed
+                time.sleep(pause_s)
+            with transaction(self.db):
+                self._unindex(where, [dataset_id, chunk])
+                count = self.db.execute(f"DELETE FROM knowledge_segments WHERE {where}", [dataset_id, chunk]).rowcount
+                if count:
+                    self._bump()
+            removed += count
+            if count < chunk:
+                return removed
 
     def fingerprints(self, dataset_id: str) -> dict[str, tuple[int, str, bool]]:
         """Segment id → fingerprint for one dataset, what the sync agent diffs central's listing against."""

@@ -1,21 +1,43 @@
-"""Ordered, named schema migrations, each applied once and recorded in `_migrations`.
+"""Ordered schema migrations, each applied once and recorded in `_migrations` under its version number.
 
-Append new migrations to `MIGRATIONS`; never edit or reorder one that has shipped, because boxes in
-stores already recorded it by name. Each migration and its record commit together, so a failure
+Append new migrations to `MIGRATIONS` with the next number; never edit, renumber or reorder one that
+has shipped, because boxes in stores already recorded its number. The function's name is for people
+only: renaming it changes nothing. Each migration and its record commit together, so a failure
 leaves the migration pending rather than half-applied.
+
+A database that records a version this code does not know was written by a newer release: `migrate`
+refuses it (`SchemaTooNew`) instead of running an older release on a schema it cannot read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import sqlite_utils
 
 from edge.store.db import connection_lock, transaction
 
-Migration = Callable[[sqlite_utils.Database], None]
+Apply = Callable[[sqlite_utils.Database], None]
+INCREMENTAL = 2  # PRAGMA auto_vacuum
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int  # the stable key recorded in `_migrations`
+    apply: Apply
+
+    @property
+    def name(self) -> str:
+        return self.apply.__name__
+
+
+class SchemaTooNew(Exception):
+    """The database was migrated by a newer release (a rolled-back bundle or image is running on it)."""
 
 
 def m001_initial(db: sqlite_utils.Database) -> None:
@@ -224,40 +246,122 @@ def m007_cjk_full_text(db: sqlite_utils.Database) -> None:
         )
 
 
+def m008_push_leases(db: sqlite_utils.Database) -> None:
+    """Who is working an outbox row (two sync agents on one box must not send the same record), and when a
+    record's send was last attempted (from then on its run may exist on central: wait for it, never re-send)."""
+    db.execute("ALTER TABLE outbox ADD COLUMN leased_by TEXT")  # holder of the lease ending at next_attempt_at
+    db.execute("ALTER TABLE pushed_records ADD COLUMN sent_at REAL")
+
+
+def m009_retention_indexes(db: sqlite_utils.Database) -> None:
+    """Retention (`edge.store.retention`) walks conversations by age and finds each one's outbox rows by
+    message (`ref`); without these it scanned both tables per batch."""
+    db.execute("CREATE INDEX idx_conversations_updated ON conversations (updated_at, id)")
+    db.execute("CREATE INDEX idx_outbox_ref ON outbox (ref)")
+
+
+# Each migration's number is its key in `_migrations`: the next one takes the next number.
 MIGRATIONS: tuple[Migration, ...] = (
-    m001_initial,
-    m002_knowledge,
-    m003_sync_state,
-    m004_push_and_parameters,
-    m005_outbox_by_conversation,
-    m006_bank_answers,
-    m007_cjk_full_text,
+    Migration(1, m001_initial),
+    Migration(2, m002_knowledge),
+    Migration(3, m003_sync_state),
+    Migration(4, m004_push_and_parameters),
+    Migration(5, m005_outbox_by_conversation),
+    Migration(6, m006_bank_answers),
+    Migration(7, m007_cjk_full_text),
+    Migration(8, m008_push_leases),
+    Migration(9, m009_retention_indexes),
 )
 
+# What releases before version numbers recorded: function names. Frozen on purpose, so a later rename
+# of a function cannot change how an old record is read. (m008 was never released keyed by name; it is
+# here for development databases.)
+NAMED_VERSIONS = {
+    "m001_initial": 1,
+    "m002_knowledge": 2,
+    "m003_sync_state": 3,
+    "m004_push_and_parameters": 4,
+    "m005_outbox_by_conversation": 5,
+    "m006_bank_answers": 6,
+    "m007_cjk_full_text": 7,
+    "m008_push_leases": 8,
+}
 
-def applied(db: sqlite_utils.Database) -> list[str]:
-    """Names of the migrations already applied to `db`, in the order they were applied."""
+
+def applied(db: sqlite_utils.Database) -> list[int]:
+    """Versions of the migrations already applied to `db`, in the order they were applied."""
     with connection_lock(db):
-        if not db["_migrations"].exists():
+        if not db["_migrations"].exists() or "version" not in db["_migrations"].columns_dict:
             return []
-        return [row[0] for row in db.execute("SELECT name FROM _migrations ORDER BY rowid").fetchall()]
+        return [row[0] for row in db.execute("SELECT version FROM _migrations ORDER BY rowid").fetchall()]
 
 
-def migrate(db: sqlite_utils.Database, migrations: Sequence[Migration] = MIGRATIONS) -> list[str]:
-    """Apply every pending migration in order; return the names applied by this call."""
+def migrate(db: sqlite_utils.Database, migrations: Sequence[Migration] = MIGRATIONS) -> list[int]:
+    """Apply every pending migration in order; return the versions applied by this call.
+
+    Raises `SchemaTooNew` (applying nothing) when `db` records a version newer than `migrations` know.
+    """
+    versions = [migration.version for migration in migrations]
+    if versions != sorted(set(versions)):
+        raise ValueError(f"migration versions must increase: {versions}")
+    _incremental_vacuum_if_new(db)
     with transaction(db):
-        db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
-    done: list[str] = []
+        _key_by_version(db)
+        _refuse_newer(db, max(versions, default=0))
+    done: list[int] = []
     for migration in migrations:
-        name = migration.__name__
         with transaction(db):
             # Checked inside the write transaction: two processes opening a fresh file both get here.
-            if db.execute("SELECT 1 FROM _migrations WHERE name = ?", [name]).fetchone():
+            if db.execute("SELECT 1 FROM _migrations WHERE version = ?", [migration.version]).fetchone():
                 continue
-            migration(db)
+            migration.apply(db)
             db.execute(
-                "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
-                [name, datetime.now(UTC).isoformat(timespec="seconds")],
+                "INSERT INTO _migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                [migration.version, migration.name, datetime.now(UTC).isoformat(timespec="seconds")],
             )
-        done.append(name)
+        done.append(migration.version)
     return done
+
+
+def _incremental_vacuum_if_new(db: sqlite_utils.Database) -> None:
+    """A new file gets `auto_vacuum=INCREMENTAL`, so retention can hand freed pages back to the volume.
+
+    It can only be switched on before the first table exists (or by a VACUUM, which rewrites the whole
+    file under an exclusive lock): here the file is empty, so the VACUUM that applies it costs nothing.
+    An older box's file keeps `NONE`; its freed pages are reused by new turns instead (README, Retention).
+    """
+    with connection_lock(db):
+        if db.conn.in_transaction or db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            return
+        if db.execute("PRAGMA auto_vacuum").fetchone()[0] != INCREMENTAL:
+            db.execute(f"PRAGMA auto_vacuum={INCREMENTAL}")
+            # WAL mode already wrote the header: the setting takes effect through a VACUUM. Another process
+            # holding the lock past busy_timeout leaves the file at NONE, which is no reason not to start.
+            with contextlib.suppress(sqlite3.OperationalError):
+                db.execute("VACUUM")
+
+
+def _key_by_version(db: sqlite_utils.Database) -> None:
+    """`_migrations` as it stands, with a `version` per row. Databases from releases that keyed migrations by
+    name get the column and their names mapped to numbers, in the caller's transaction (all or nothing)."""
+    db.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    if "version" not in {row[1] for row in db.execute("PRAGMA table_info(_migrations)").fetchall()}:
+        db.execute("ALTER TABLE _migrations ADD COLUMN version INTEGER")
+    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS idx_migrations_version ON _migrations (version)")
+    # Every start: an older release rolled back onto this file records names only. An UPDATE that
+    # matches nothing writes nothing, so a current file is not written to at start (a full volume must
+    # not stop the server from starting).
+    for name, version in NAMED_VERSIONS.items():
+        db.execute("UPDATE _migrations SET version = ? WHERE name = ? AND version IS NULL", [version, name])
+
+
+def _refuse_newer(db: sqlite_utils.Database, known: int) -> None:
+    unknown = [row[0] for row in db.execute("SELECT name FROM _migrations WHERE version IS NULL").fetchall()]
+    found = db.execute("SELECT max(version) FROM _migrations").fetchone()[0] or 0
+    if found > known or unknown:
+        path = db.execute("PRAGMA database_list").fetchone()[2] or ":memory:"
+        what = f"schema version {found}" if found > known else f"migrations named {', '.join(unknown)}"
+        raise SchemaTooNew(
+            f"{path} has {what}, newer than this release knows (schema version {known}): a newer release "
+            "migrated it, and an older one cannot run on it; roll forward to that release (or a newer one)"
+        )

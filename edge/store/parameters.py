@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 import sqlite_utils
 
 from edge.store.db import connection_lock, transaction
+
+log = logging.getLogger(__name__)
 
 
 class CentralParameters:
@@ -20,7 +23,10 @@ class CentralParameters:
         self.clock = clock
 
     def save(self, body: dict[str, Any]) -> bool:
-        """Store `body`; returns whether it differed from what was stored."""
+        """Store `body` (a JSON object, already checked by the sync agent); returns whether it differed from
+        what was stored."""
+        if not isinstance(body, dict):
+            raise ValueError(f"central's parameters must be a JSON object, not {type(body).__name__}")
         text = json.dumps(body, ensure_ascii=False, sort_keys=True)
         with transaction(self.db):
             row = self.db.execute("SELECT body FROM central_parameters WHERE id = 1").fetchone()
@@ -34,6 +40,17 @@ class CentralParameters:
         return True
 
     def get(self) -> dict[str, Any] | None:
+        """The stored object, or None: also when an older agent stored something else (a JSON list from
+        central once made the box's own `GET /v1/parameters` fail)."""
         with connection_lock(self.db):
             row = self.db.execute("SELECT body FROM central_parameters WHERE id = 1").fetchone()
-        return json.loads(row[0]) if row else None
+        if not row or row[0] is None:
+            return None
+        try:
+            body = json.loads(row[0])
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            log.warning("stored central parameters are not a JSON object; ignored until the next pull")
+            return None
+        return body

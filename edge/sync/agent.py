@@ -15,7 +15,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import sqlite_utils
@@ -26,8 +26,9 @@ from edge.settings import Settings
 from edge.store.knowledge import KnowledgeStore
 from edge.store.outbox import Outbox
 from edge.store.parameters import CentralParameters
+from edge.store.retention import Retention
 from edge.store.sync_state import CENTRAL, SyncState
-from edge.sync.client import AuthFailed, DifyClient, Rejected, SyncError, Unreachable
+from edge.sync.client import AuthFailed, DifyClient, Malformed, Rejected, SyncError, Unreachable
 from edge.sync.pull import pull_annotations, pull_knowledge, pull_parameters
 from edge.sync.push import DocumentSink, Pusher, PushPolicy, RecordSink, WorkflowSink, backoff
 
@@ -38,7 +39,8 @@ STREAMS = ("parameters", "annotations", "knowledge", "push")
 @dataclass(frozen=True)
 class PassResult:
     online: bool
-    outcomes: dict[str, str]  # stream → ok | failed | stopped | off
+    outcomes: dict[str, str]  # stream → ok | busy | failed | stopped | off | unreachable
+    notes: dict[str, list[str]] = field(default_factory=dict)  # what an operator should read (another agent...)
 
 
 def _secret(value: Any) -> str | None:
@@ -66,6 +68,7 @@ class SyncAgent:
         self.parameters = CentralParameters(db, clock=clock)
         self.outbox = Outbox(db, clock=clock)
         self.stopped: dict[str, str] = {}
+        self.notes: dict[str, list[str]] = {}  # of the last run of each stream
         self.failures = 0  # consecutive passes that could not reach central
         self._embedder_factory = embedder_factory or (lambda: load_embedder(settings))
         self._embedder: tuple[Embedder, str] | None = None
@@ -79,6 +82,10 @@ class SyncAgent:
                     idle_s=settings.sync_idle_s,
                     max_attempts=settings.sync_max_attempts,
                     backoff_max_s=settings.sync_backoff_max_s,
+                    settle_s=settings.sync_settle_s,
+                    # a record stays this agent's for longer than one call to central and one wait between
+                    # look-ups take (renewed meanwhile); an agent that dies frees it as soon
+                    lease_s=3 * settings.sync_timeout_s + 10.0,
                 ),
                 clock=clock,
                 rng=self.rng,
@@ -135,6 +142,7 @@ class SyncAgent:
             self.failures += 1
             return PassResult(False, {})
         outcomes: dict[str, str] = {}
+        self.notes = {}
         for name, step in self._streams().items():
             if step is None:
                 outcomes[name] = "off"
@@ -146,9 +154,9 @@ class SyncAgent:
             if outcomes[name] == "unreachable":
                 self.failures += 1
                 self.state.record(CENTRAL, "offline", success=False, error=f"{name}: central stopped answering")
-                return PassResult(False, outcomes)
+                return PassResult(False, outcomes, dict(self.notes))
         self.failures = 0
-        return PassResult(True, outcomes)
+        return PassResult(True, outcomes, dict(self.notes))
 
     def run_stream(self, name: str) -> str:
         """Run one configured stream now (benchmarks, operators); returns its outcome."""
@@ -166,14 +174,18 @@ class SyncAgent:
         except Unreachable as exc:
             self.state.record(name, "failed", success=False, error=str(exc))
             return "unreachable"
-        except (Rejected, BundleError) as exc:  # a refusal, or no embedder to index with: say so, go on
+        except (Rejected, Malformed, BundleError) as exc:  # a refusal, a body off the spec, no embedder: say so, go on
             self.state.record(name, "failed", success=False, error=str(exc))
             log.error("sync stream failed", extra={"stream": name, "error": str(exc)})
             return "failed"
         details = asdict(report) if hasattr(report, "__dataclass_fields__") else {}
         errors = details.get("errors") or []
         self.state.record(name, "ok", success=True, error="; ".join(errors[:3]) or None, details=details)
-        return "ok"
+        if details.get("notes"):
+            self.notes[name] = details["notes"]
+            for note in details["notes"]:
+                log.warning("sync stream note", extra={"stream": name, "note": note})
+        return "busy" if details.get("busy_rows") else "ok"
 
     def next_wait_s(self, result: PassResult) -> float:
         if result.online:
@@ -181,6 +193,9 @@ class SyncAgent:
         return max(1.0, backoff(self.failures, 2.0, self.settings.sync_backoff_max_s, self.rng))
 
     def run_forever(self, stop: threading.Event) -> None:
+        # Retention runs here, online or not (old pushed conversations age out during an outage too), at
+        # most hourly; it logs its own failures.
+        retention = Retention(self.db, self.settings.retention_days, clock=self.clock)
         while not stop.is_set():
             try:
                 result = self.run_once()
@@ -188,6 +203,7 @@ class SyncAgent:
                 log.exception("sync pass failed")
                 result = PassResult(False, {})
                 self.failures += 1
+            retention.run_if_due(stop)
             stop.wait(self.next_wait_s(result))
 
     def status(self) -> dict[str, Any]:
@@ -198,6 +214,7 @@ class SyncAgent:
             "streams": {row["stream"]: row for row in self.state.all()},
             "outbox_pending": self.outbox.depth(),
             "outbox_parked": len(parked),
+            "pushing_now": self.outbox.leases(),  # which agent holds which rows (another one may be working)
             "parked": [
                 {"id": row["id"], "ref": row["ref"], "attempts": row["attempts"], "reason": row["last_error"]}
                 for row in parked[:50]

@@ -14,16 +14,24 @@ from typing import Any
 
 import httpx
 
+from edge.sync.validate import Invalid, item_id, listing_page
+
 PAGE_LIMIT = 100  # Dify caps page/limit listings at 100
+MAX_PAGES = 500  # a listing longer than this (50,000 items) is refused, not truncated: central is not trusted
 
 
 class SyncError(Exception):
     """A call to central failed; `status` is the HTTP status when there was a response."""
 
-    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
+    def __init__(
+        self, message: str, status: int | None = None, code: str | None = None, *, maybe_delivered: bool = True
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        # False only when central certainly did not act on the request (never connected, or refused it
+        # with a 4xx): after any other failure of a write, what it asked for may exist on central.
+        self.maybe_delivered = maybe_delivered
 
 
 class Unreachable(SyncError):
@@ -36,6 +44,10 @@ class AuthFailed(SyncError):
 
 class Rejected(SyncError):
     """Another 4xx: central refuses this request as it is; retrying it unchanged will not help."""
+
+
+class Malformed(SyncError):
+    """Central answered, but the body breaks the contract (see `edge.sync.validate`): believe none of it."""
 
 
 @dataclass(frozen=True)
@@ -56,10 +68,10 @@ def _error(response: httpx.Response) -> SyncError:
     text = f"{response.request.method} {response.request.url.path}: {response.status_code} {code or ''} {message or ''}"
     status = response.status_code
     if status in (401, 403):
-        return AuthFailed(text.strip(), status, code)
+        return AuthFailed(text.strip(), status, code, maybe_delivered=False)
     if status == 429 or status >= 500:
-        return Unreachable(text.strip(), status, code)
-    return Rejected(text.strip(), status, code)
+        return Unreachable(text.strip(), status, code, maybe_delivered=status != 429)
+    return Rejected(text.strip(), status, code, maybe_delivered=False)
 
 
 class DifyClient:
@@ -95,7 +107,8 @@ class DifyClient:
                 timeout=timeout_s if timeout_s is not None else httpx.USE_CLIENT_DEFAULT,
             )
         except httpx.HTTPError as exc:  # refused, reset, timed out, DNS...
-            raise Unreachable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
+            never_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+            raise Unreachable(f"{method} {path}: {type(exc).__name__}: {exc}", maybe_delivered=not never_sent) from exc
         if response.status_code >= 400:
             raise _error(response)
         if response.status_code == 204 or not response.content:
@@ -119,28 +132,45 @@ class DifyClient:
 
     # --- paged listings -----------------------------------------------------------------------
 
+    max_pages = MAX_PAGES
+
     def _pages(self, path: str, key: str, params: dict[str, Any] | None = None) -> Listing:
-        """Every item of a page/limit listing, de-duplicated by id (inserts shift later pages)."""
-        seen: dict[str, dict[str, Any]] = {}
+        """Every item of a page/limit listing, de-duplicated by id (inserts shift later pages).
+
+        Each page is checked first (`Malformed` if it has no `data` list or a `total` that is no count);
+        items are passed on unchecked, for the caller to skip one bad item and keep the rest. At most
+        `max_pages` pages: a listing that never ends (full pages, no `total`) is refused, never cut short.
+        """
+        seen: dict[str, Any] = {}
+        anonymous: list[Any] = []  # items with no usable id: the caller reports them
         totals: set[int] = set()
-        page = 1
-        while True:
+        for page in range(1, self.max_pages + 1):
             body = self._call("GET", path, key, params={**(params or {}), "page": page, "limit": PAGE_LIMIT})
-            data = body.get("data") or []
-            for item in data:
-                seen.setdefault(str(item["id"]), item)
-            if isinstance(body.get("total"), int):
-                totals.add(body["total"])
-            total = body.get("total")
-            if len(data) < PAGE_LIMIT or (isinstance(total, int) and page * PAGE_LIMIT >= total):
-                return Listing(list(seen.values()), drifted=len(totals) > 1)
-            page += 1
+            try:
+                checked = listing_page(body)
+            except Invalid as exc:
+                raise Malformed(f"GET {path} page {page} does not follow the spec: {exc}", 200) from exc
+            for item in checked.items:
+                if (identity := item_id(item)) is None:
+                    anonymous.append(item)
+                else:
+                    seen.setdefault(identity, item)
+            if checked.total is not None:
+                totals.add(checked.total)
+            total = checked.total
+            if len(checked.items) < PAGE_LIMIT or (total is not None and page * PAGE_LIMIT >= total):
+                return Listing([*seen.values(), *anonymous], drifted=len(totals) > 1)
+        raise Malformed(f"GET {path} does not follow the spec: more than {self.max_pages} pages, no end in sight", 200)
 
     def datasets(self, dataset_key: str) -> Listing:
         return self._pages("/datasets", dataset_key)
 
     def documents(self, dataset_key: str, dataset_id: str) -> Listing:
         return self._pages(f"/datasets/{dataset_id}/documents", dataset_key)
+
+    def dataset(self, dataset_key: str, dataset_id: str) -> Any:
+        """`GET /datasets/{id}`: asked before a dataset missing from the listing is deleted locally."""
+        return self._call("GET", f"/datasets/{dataset_id}", dataset_key)
 
     def document(self, dataset_key: str, dataset_id: str, document_id: str) -> dict[str, Any]:
         return self._call(
@@ -178,7 +208,9 @@ class DifyClient:
     # --- push -----------------------------------------------------------------------------------
 
     def workflow_runs_by_user(self, ingest_key: str, user: str) -> list[dict[str, Any]]:
-        """Workflow-log entries whose end user is `user` (the idempotency check before a run)."""
+        """Workflow-log entries filtered on end user `user` (the idempotency check before a run). Dify
+        releases before the `created_by_end_user_session_id` filter ignore it and answer every user's latest
+        runs: the caller must check whose entries came back."""
         body = self._call(
             "GET",
             "/workflows/logs",
@@ -186,6 +218,11 @@ class DifyClient:
             params={"created_by_end_user_session_id": user, "page": 1, "limit": PAGE_LIMIT},
         )
         return list(body.get("data") or [])
+
+    def workflow_runs_by_keyword(self, ingest_key: str, keyword: str) -> list[dict[str, Any]]:
+        """Every workflow-log entry whose run matches `keyword` (inputs, outputs...), paged to the end: the
+        look-up that works on every Dify release."""
+        return self._pages("/workflows/logs", ingest_key, {"keyword": keyword}).items
 
     def run_workflow(self, ingest_key: str, user: str, inputs: dict[str, Any]) -> dict[str, Any]:
         return self._call(

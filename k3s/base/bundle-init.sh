@@ -7,16 +7,20 @@
 #                                then point $BUNDLES_ROOT/current at it in one rename. If it fails,
 #                                it is removed and the bundle already served (verified again) stays;
 #                                with none, the step fails and the runtime does not start.
+#   bundle-init.sh wait SRC      (the sync pod) return once the runtime serves the bundle at SRC, or
+#                                has refused it and serves the one before: the agent must embed with
+#                                the embedder the runtime searches with. Checks every $BUNDLES_WAIT_S.
 #
 # <id> is the first 16 hex digits of the sha256 of the bundle's manifest.json, which lists the sha256
 # of every file: the same bundle always lands in the same directory, another one never does.
 # The runtime serves $BUNDLES_ROOT/current (KIOSK_BUNDLE_DIR); `previous` names the bundle served
-# before it, kept for rollback with the other newest ones up to $BUNDLES_KEEP. POSIX sh: `install`
-# runs in busybox (the bundle image), `activate` in the runtime image.
+# before it, kept for rollback with the other newest ones up to $BUNDLES_KEEP. POSIX sh: `install` and
+# `wait` run in busybox (the bundle image), `activate` in the runtime image.
 set -eu
 
 ROOT=${BUNDLES_ROOT:-/var/lib/kiosk/bundles}
 KEEP=${BUNDLES_KEEP:-3}
+WAIT_S=${BUNDLES_WAIT_S:-5}
 
 log() { printf 'bundle-init: %s\n' "$*" >&2; }
 die() {
@@ -98,11 +102,34 @@ activate_bundle() {
 	prune
 }
 
+wait_for_bundle() {
+	src=$1
+	[ -f "$src/manifest.json" ] || die "$src has no manifest.json: not a bundle"
+	id=$(sha256sum "$src/manifest.json" | cut -c1-16)
+	log "waiting for the runtime to serve bundle $id"
+	while :; do
+		current=$(readlink "$ROOT/current" 2>/dev/null || true)
+		if [ "$current" = "$id" ]; then
+			log "the runtime serves bundle $id"
+			return 0
+		fi
+		if [ -n "$current" ] && [ "$(cat "$ROOT/failed" 2>/dev/null || true)" = "$id" ]; then
+			log "WARNING: bundle $id failed verification; the runtime still serves $current, so does the agent"
+			return 0
+		fi
+		sleep "$WAIT_S"
+	done
+}
+
 case "${1:-}" in
 install)
 	[ $# -eq 2 ] || die "usage: $0 install SRC"
 	install_bundle "$2"
 	;;
 activate) activate_bundle ;;
-*) die "usage: $0 install SRC | activate" ;;
+wait)
+	[ $# -eq 2 ] || die "usage: $0 wait SRC"
+	wait_for_bundle "$2"
+	;;
+*) die "usage: $0 install SRC | activate | wait SRC" ;;
 esac

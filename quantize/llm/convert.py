@@ -24,11 +24,28 @@ OUT_TYPES = {"f16": gguf.LlamaFileType.MOSTLY_F16, "f32": gguf.LlamaFileType.ALL
 SKIPPED_SUFFIXES = (".rotary_emb.inv_freq",)
 
 
+REQUIRED_HPARAMS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+
+
 def read_config(model_dir: Path) -> dict[str, Any]:
+    """`config.json`, refused in one line when it lacks a size the GGUF header needs."""
     path = Path(model_dir) / "config.json"
     if not path.is_file():
         raise UnsupportedModel(f"{model_dir} is not a Hugging Face checkpoint (no config.json)")
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UnsupportedModel(f"{path} is not readable JSON: {exc}") from None
+    if not isinstance(config, dict):
+        raise UnsupportedModel(f"{path} must hold a JSON object")
+    for key in REQUIRED_HPARAMS:
+        value = config.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UnsupportedModel(
+                f"{path}: {key!r} is {'missing' if value is None else repr(value)}; "
+                "a LLaMA-family config.json gives it as a positive whole number"
+            )
+    return config
 
 
 def permute_qk(weights: np.ndarray, n_head: int) -> np.ndarray:

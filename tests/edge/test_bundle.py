@@ -90,3 +90,53 @@ def test_failed_build_leaves_nothing(tmp_path: Path) -> None:
         (staging / "half.bin").write_bytes(b"x")
         raise RuntimeError("crash mid-build")
     assert list(tmp_path.iterdir()) == []
+
+
+def shaped_bundle(root: Path, change: str) -> Path:
+    """A valid two-file bundle whose manifest is then hand-edited: `components` or `files` made a list."""
+    make_component(root / "intent")
+    manifest = write_manifest(root, "t", {"intent": "intent"})
+    if change == "components":
+        manifest["components"] = list(manifest["components"].values())
+    elif change == "files":
+        component = manifest["components"]["intent"]
+        component["files"] = [{"name": name, **entry} for name, entry in component["files"].items()]
+    else:
+        manifest["components"]["intent"]["files"]["weights.bin"] = "sha256:…"
+    (root / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+@pytest.mark.parametrize("change", ["components", "files", "entry"])
+@pytest.mark.parametrize("verify", [True, False])
+def test_manifest_of_the_wrong_shape_is_refused(tmp_path: Path, change: str, verify: bool) -> None:
+    with pytest.raises(BundleError, match="must be a JSON object"):
+        load_bundle(shaped_bundle(tmp_path / "b", change), verify=verify)
+
+
+def test_component_json_with_a_files_list_is_refused(tmp_path: Path) -> None:
+    folder = make_component(tmp_path / "c")
+    fragment = json.loads((folder / "component.json").read_text())
+    fragment["files"] = list(fragment["files"])
+    (folder / "component.json").write_text(json.dumps(fragment))
+    with pytest.raises(BundleError, match=r"component\.json: files must be a JSON object, not list"):
+        load_component(folder)
+
+
+@pytest.mark.parametrize("change", ["components", "files"])
+@pytest.mark.parametrize("command", ["verify", "classify", "serve"])
+def test_edge_commands_refuse_a_misshapen_manifest_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, change: str, command: str
+) -> None:
+    from click.testing import CliRunner
+
+    from edge.cli import main
+
+    bundle = shaped_bundle(tmp_path / "b", change)
+    monkeypatch.setenv("KIOSK_BUNDLE_DIR", str(bundle))
+    monkeypatch.setenv("KIOSK_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("KIOSK_APP_KEYS", '["app-test-key-0123456789"]')
+    args = {"verify": ["verify", str(bundle)], "classify": ["classify", "hello"], "serve": ["serve"]}[command]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    assert result.stderr.count("\n") == 1 and f"{change} must be a JSON object, not list" in result.stderr

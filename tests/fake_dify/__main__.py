@@ -26,6 +26,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--token-delay", type=float, default=0.05, help="seconds between streamed answer chunks")
     parser.add_argument("--load", type=Path, help="start from a snapshot (JSON from GET /_fake/snapshot)")
     parser.add_argument("--index-step", type=float, default=0.0, help="seconds per indexing stage (0: instant)")
+    parser.add_argument("--run-seconds", type=float, default=0.0, help="seconds a workflow run stays running")
+    parser.add_argument("--list-delay", type=float, default=0.0, help="seconds before a new run shows in the logs")
+    parser.add_argument(
+        "--older-logs", action="store_true", help="a Dify whose workflow logs ignore the end-user filter"
+    )
     return parser.parse_args(argv)
 
 
@@ -57,7 +62,14 @@ def main(argv: list[str] | None = None) -> None:
     state.knowledge.index_step_seconds = args.index_step
     if args.seed_demo:
         seed_demo(state)
-    app = create_fake_dify(state, ping_interval=args.ping_interval, token_delay=args.token_delay)
+    app = create_fake_dify(
+        state,
+        ping_interval=args.ping_interval,
+        token_delay=args.token_delay,
+        run_seconds=args.run_seconds,
+        run_list_delay=args.list_delay,
+        logs_user_filter=not args.older_logs,
+    )
     print(banner(args, state), file=sys.stdout, flush=True)
     uvicorn.Server(uvicorn_config(app, args.host, args.port, log_config=uvicorn.config.LOGGING_CONFIG)).run()
 

@@ -45,6 +45,9 @@ class FakeDifyConfig:
     token_delay: float = 0.0  # seconds between streamed answer chunks
     stall_seconds: float = 30.0  # default length of a stall fault (it also ends when the client leaves)
     future_events: bool = False  # streams also carry an unknown event and an unknown field, as newer Difys do
+    run_seconds: float = 0.0  # a workflow run stays `running` this long; a blocking run answers when it ends
+    run_list_delay: float = 0.0  # a new workflow run is missing from `GET /workflows/logs` this long
+    logs_user_filter: bool = True  # False: a Dify before `created_by_end_user_session_id`/`created_by_account`
     control_loopback_only: bool = True
 
 
@@ -150,6 +153,11 @@ class FakeDify:
             if _dropped(exc) is None:
                 log.exception("fake Dify crashed on %s %s", scope["method"], scope["path"])
         entry.committed_status = next((m["status"] for m in captured if m["type"] == "http.response.start"), None)
+        if rule.kind == "reshape":  # the answer arrives, but its body breaks the contract
+            for message in rule.reshape_messages(captured, RequestInfo.from_scope(scope).page):
+                await send(message)
+            entry.status = entry.committed_status
+            return
         if rule.kind == "stall" and await self._stall(rule, receive, entry):
             for message in captured:  # a slow answer that still arrives, if the client waited
                 await send(message)

@@ -8,15 +8,22 @@ first `skip` matches through, then fires `times` times (None: forever). Its phas
 * stream — inside an SSE answer: drop the connection or send an `error` event after N events;
 * hook   — after the response, run an edit of central's state (page drift, a key revoked mid-run).
 
+A `reshape` rule is an "after" rule that keeps the status: the request is handled, then its JSON body
+is bent out of the contract (no `data`, no `total`, a malformed item, an endless listing, a list
+where an object belongs) -- central as untrusted input.
+
 Rules are plain data (`Rule.spec`) so the control API can take them as JSON; hooks may also be
 Python callables when the fake runs in-process.
 """
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import itertools
+import json
 import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -32,6 +39,7 @@ KINDS: dict[str, tuple[Phase, ...]] = {
     "sse_drop": ("stream",),
     "sse_error": ("stream",),
     "mutate": ("hook",),
+    "reshape": ("after",),
 }
 PROXY_STATUSES = (502, 503, 504)
 KNOWLEDGE_RATE_LIMIT = "Sorry, you have reached the knowledge base request rate limit of your subscription."
@@ -78,7 +86,9 @@ class Rule:
     seconds: float | None = None  # stall: None means the app's default stall
     after_events: int = 1
     mutation: dict[str, Any] | None = None
+    reshape: dict[str, Any] | None = None  # see `reshaped`
     action: Callable[[Any], Any] | None = None
+    template: Any = field(default=None, repr=False)  # reshape "pad": the item copied onto empty pages
     seen: int = 0
     fired: int = 0
 
@@ -109,11 +119,52 @@ class Rule:
             "sse_drop": ("after_events",),
             "sse_error": ("after_events", "status", "code", "message"),
             "mutate": ("mutation",),
+            "reshape": ("reshape",),
         }
         body |= {k: getattr(self, k) for k in extra.get(self.kind, ())}
         if self.action is not None:
             body["action"] = getattr(self.action, "__name__", "callable")
         return body
+
+    def reshaped(self, body: Any, page: int | None = None) -> Any:
+        """`body` bent as `reshape` says: {"body": any JSON} replaces it whole; {"drop": [keys]} and
+        {"set": {key: value}} edit the top level; {"item": i, "item_set": {...}, "item_drop": [...]} edit
+        `data[i]`; {"pad": n} fills `data` up to n items with copies under fresh ids (a listing that never ends)."""
+        how = self.reshape or {}
+        if "body" in how:
+            return copy.deepcopy(how["body"])
+        if not isinstance(body, dict):
+            return body
+        body = copy.deepcopy(body)
+        data = body.get("data")
+        if isinstance(data, list) and data and isinstance(data[-1], dict):
+            self.template = copy.deepcopy(data[-1])
+        if isinstance(data, list) and self.template is not None and how.get("pad"):
+            for index in range(len(data), int(how["pad"])):
+                clone = copy.deepcopy(self.template)
+                clone["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"fake-dify:{self.id}:{page}:{index}"))
+                data.append(clone)
+        if isinstance(data, list) and ("item_set" in how or "item_drop" in how):
+            index = int(how.get("item", 0))
+            if -len(data) <= index < len(data) and isinstance(data[index], dict):
+                data[index].update(how.get("item_set") or {})
+                for key in how.get("item_drop") or ():
+                    data[index].pop(key, None)
+        for key in how.get("drop") or ():
+            body.pop(key, None)
+        body.update(how.get("set") or {})
+        return body
+
+    def reshape_messages(self, messages: list[dict[str, Any]], page: int | None = None) -> list[dict[str, Any]]:
+        """A captured JSON answer (ASGI messages) with its body reshaped; any other answer as it was."""
+        start = next((m for m in messages if m["type"] == "http.response.start"), None)
+        raw = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+        headers = [(k, v) for k, v in (start or {}).get("headers", []) if k.lower() != b"content-length"]
+        if start is None or start["status"] != 200 or not any(v.startswith(b"application/json") for _, v in headers):
+            return messages
+        body = json.dumps(self.reshaped(json.loads(raw), page)).encode()
+        headers.append((b"content-length", str(len(body)).encode()))
+        return [{**start, "headers": headers}, {"type": "http.response.body", "body": body, "more_body": False}]
 
 
 class Faults:
@@ -249,6 +300,31 @@ class Faults:
         """After a matching request is answered, edit central: a callable(state) or a mutation dict."""
         key = "action" if callable(action) else "mutation"
         return self.add({"kind": "mutate", "path": path, key: action, **options})
+
+    def reshape_body(self, path: str, how: dict[str, Any], **options: Any) -> Rule:
+        """Answer as usual, but with the JSON body reshaped (see `Rule.reshaped`): a 200 that breaks the contract."""
+        return self.add({"kind": "reshape", "path": path, "reshape": how, **options})
+
+    def without(self, path: str, *keys: str, **options: Any) -> Rule:
+        """A 200 whose body lacks `keys` (a listing without `data`, or without `total`)."""
+        return self.reshape_body(path, {"drop": list(keys)}, **options)
+
+    def malformed_item(
+        self,
+        path: str,
+        item: int = 0,
+        *,
+        fields: dict[str, Any] | None = None,
+        drop: tuple[str, ...] = (),
+        **options: Any,
+    ) -> Rule:
+        """A listing whose `data[item]` has fields of the wrong type (`fields`) or missing (`drop`)."""
+        return self.reshape_body(path, {"item": item, "item_set": fields or {}, "item_drop": list(drop)}, **options)
+
+    def endless(self, path: str, limit: int = 100, **options: Any) -> Rule:
+        """A listing whose every page is full and says no `total`, for ever (by default)."""
+        options.setdefault("times", None)
+        return self.reshape_body(path, {"pad": limit, "drop": ["total"]}, **options)
 
     def between_pages(
         self, path: str, page: int, action: Callable[[Any], Any] | dict[str, Any], **options: Any

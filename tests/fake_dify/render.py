@@ -397,10 +397,13 @@ def workflow_log(state: FakeDifyState, run: WorkflowRun) -> dict[str, Any]:
             "exceptions_count": 0,
             "triggered_from": "app-run",
         },
-        "created_from": "service-api",
-        "created_by_role": "end_user",
-        "created_by_account": None,
-        "created_by_end_user": end_user_summary(state.end_users[run.end_user_id]),
+        "created_from": "service-api" if run.end_user_id else "installed-app",
+        "created_by_role": "end_user" if run.end_user_id else "account",
+        "created_by_account": (
+            None if run.end_user_id else {"id": run.account_id, "name": state.owner_name, "email": state.owner_email}
+        ),
+        # Dify sends null for a run an account started: a client must not read it as anyone's
+        "created_by_end_user": end_user_summary(state.end_users[run.end_user_id]) if run.end_user_id else None,
         "created_at": run.created_at,
         "details": None,
     }

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -146,10 +147,20 @@ async def run_workflow(request: Request) -> Response:
     state = c.state
     with state.lock:
         clean = validate_inputs(app.user_input_form, inputs)
-        run = state.record_workflow_run(app, state.end_user(app.id, session), clean)
+        run = state.record_workflow_run(
+            app,
+            state.end_user(app.id, session),
+            clean,
+            running_s=c.config.run_seconds,
+            list_delay_s=c.config.run_list_delay,
+        )
         task_id = state.ids.uuid()
-    if mode == "blocking":
-        return JSONResponse({"task_id": task_id, "workflow_run_id": run.id, "data": render.workflow_finished_data(run)})
+    if mode == "blocking":  # Dify answers a blocking run when it has finished
+        await anyio.sleep(c.config.run_seconds)
+        with state.lock:
+            state.finish_runs()
+            data = render.workflow_finished_data(run)
+        return JSONResponse({"task_id": task_id, "workflow_run_id": run.id, "data": data})
     fault = c.faults.take("stream", RequestInfo.from_scope(request.scope))
 
     def on_error(sent: list[Event], rule: Rule) -> None:
@@ -158,7 +169,7 @@ async def run_workflow(request: Request) -> Response:
             run.status, run.error = "failed", rule.message
 
     body_ = sse_body(
-        _workflow_events(run, task_id),
+        _workflow_events(run, task_id, state, c.config.run_seconds),
         ping_interval=c.config.ping_interval,
         fault=fault,
         error_base=lambda: {"workflow_run_id": run.id},  # like the chat stream's, no task_id
@@ -167,10 +178,12 @@ async def run_workflow(request: Request) -> Response:
     return sse_response(body_)
 
 
-async def _workflow_events(run: WorkflowRun, task_id: str) -> AsyncIterator[Event]:
+async def _workflow_events(run: WorkflowRun, task_id: str, state: Any, run_seconds: float) -> AsyncIterator[Event]:
     common = {"task_id": task_id, "workflow_run_id": run.id}
     started = {"id": run.id, "workflow_id": run.workflow_id, "inputs": run.inputs, "created_at": run.created_at}
     yield {"event": "workflow_started", **common, "data": {**started, "reason": "initial"}}
+    await anyio.sleep(run_seconds)
+    state.finish_runs()
     finished = {**render.workflow_finished_data(run), "created_by": {}, "exceptions_count": 0, "files": []}
     yield {"event": "workflow_finished", **common, "data": finished}
 
@@ -188,8 +201,7 @@ def _iso_arg(request: Request, name: str) -> float | None:
 def _keyword_matches(state: Any, run: WorkflowRun, keyword: str) -> bool:
     """Dify's log search: inputs or outputs (as stored JSON), the end user's session id, or the run id."""
     needle = json.dumps(keyword[:KEYWORD_CHARS])[1:-1].lower()  # stored JSON escapes non-ASCII the same way
-    session = state.end_users[run.end_user_id].session_id
-    haystacks = (json.dumps(run.inputs), json.dumps(run.outputs), session)
+    haystacks = (json.dumps(run.inputs), json.dumps(run.outputs), state.session_of(run) or "")
     return any(needle in h.lower() for h in haystacks) or keyword.lower() == run.id
 
 
@@ -202,19 +214,25 @@ async def workflow_logs(request: Request) -> Response:
         raise InvalidParam(f"status must be one of {', '.join(RUN_STATUSES)}", params="status")
     before, after = _iso_arg(request, "created_at__before"), _iso_arg(request, "created_at__after")
     keyword = request.query_params.get("keyword", "")
-    session = request.query_params.get("created_by_end_user_session_id")
-    account = request.query_params.get("created_by_account")
-    state = ctx(request).state
+    c = ctx(request)
+    session, account = None, None
+    if c.config.logs_user_filter:  # a Dify older than these two filters ignores them, silently
+        session = request.query_params.get("created_by_end_user_session_id")
+        account = request.query_params.get("created_by_account")
+    state = c.state
     with state.lock:
+        if account and account != state.owner_email:
+            raise InvalidParam(f"Account not found: {account}")
         rows = [
             r
             for r in state.runs_of(app.id)
-            if (status is None or r.status == status)
+            if r.listed()
+            and (status is None or r.status == status)
             and (before is None or r.created_at < before)
             and (after is None or r.created_at > after)
             and (not keyword or _keyword_matches(state, r, keyword))
-            and (session is None or state.end_users[r.end_user_id].session_id == session)
-            and not account  # every run here was made by an end user through the API, none by an account
+            and (session is None or (r.end_user_id is not None and state.session_of(r) == session))
+            and (not account or r.account_id is not None)
         ]
         data = [render.workflow_log(state, r) for r in rows[(page - 1) * limit : page * limit]]
         body = {"page": page, "limit": limit, "total": len(rows), "has_more": page * limit < len(rows), "data": data}
@@ -223,7 +241,9 @@ async def workflow_logs(request: Request) -> Response:
 
 async def workflow_run(request: Request) -> Response:
     app = app_auth(request, "workflow")
-    run = ctx(request).state.workflow_runs.get(request.path_params["workflow_run_id"])
+    state = ctx(request).state
+    state.finish_runs()
+    run = state.workflow_runs.get(request.path_params["workflow_run_id"])
     if run is None or run.app_id != app.id:
         raise NotFound("Workflow run not found.")
     return JSONResponse(render.workflow_run_detail(run))

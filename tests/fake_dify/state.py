@@ -173,11 +173,11 @@ class WorkflowRun:
     id: str
     app_id: str
     workflow_id: str
-    end_user_id: str
+    end_user_id: str | None  # None: started by an account (the console), not through the Service API
     inputs: dict[str, Any]
     outputs: dict[str, Any]
     created_at: int
-    finished_at: int
+    finished_at: int | None
     log_id: str
     seq: int
     status: str = "succeeded"
@@ -185,6 +185,14 @@ class WorkflowRun:
     elapsed_time: float = 0.05
     total_steps: int = 2
     total_tokens: int = 0
+    account_id: str | None = None  # the account that started it, when it was not an end user
+    # Real time (time.monotonic), so threads and processes see it move: when the run stops `running`,
+    # and when it first shows in the logs (a central slow to list new runs). 0: at once.
+    finishes_at: float = 0.0
+    listed_at: float = 0.0
+
+    def listed(self) -> bool:
+        return time.monotonic() >= self.listed_at
 
 
 class FakeDifyState:
@@ -199,6 +207,7 @@ class FakeDifyState:
         self.server_version = server_version
         self.owner_id = self.ids.uuid()
         self.owner_name = "admin"
+        self.owner_email = "admin@example.com"
         self.keys: dict[str, ApiKey] = {}  # by token
         self.apps: dict[str, App] = {}
         self.end_users: dict[str, EndUser] = {}
@@ -361,26 +370,53 @@ class FakeDifyState:
     # --- workflow runs ----------------------------------------------------------------------------
 
     @locked
-    def record_workflow_run(self, app: App, user: EndUser, inputs: dict[str, Any]) -> WorkflowRun:
-        """One run and its log row; never deduplicated (look up by end-user session id first)."""
-        now = self.clock.ts()
+    def record_workflow_run(
+        self,
+        app: App,
+        user: EndUser | None,
+        inputs: dict[str, Any],
+        *,
+        running_s: float = 0.0,
+        list_delay_s: float = 0.0,
+    ) -> WorkflowRun:
+        """One run and its log row; never deduplicated (look up by end-user session id first). `user` None: an
+        account (the workspace owner) started it. It stays `running` for `running_s` real seconds and is
+        missing from the logs for `list_delay_s`."""
+        now, started = self.clock.ts(), time.monotonic()
         run = WorkflowRun(
             id=self.ids.uuid(),
             app_id=app.id,
             workflow_id=app.workflow_id,
-            end_user_id=user.id,
+            end_user_id=user.id if user is not None else None,
+            account_id=self.owner_id if user is None else None,
             inputs=inputs,
             outputs=dict(app.workflow_outputs),
             created_at=now,
-            finished_at=now,
+            finished_at=now if running_s <= 0 else None,
             log_id=self.ids.uuid(),
             seq=self.next_seq(),
+            status="succeeded" if running_s <= 0 else "running",
+            finishes_at=started + running_s if running_s > 0 else 0.0,
+            listed_at=started + list_delay_s if list_delay_s > 0 else 0.0,
         )
         self.workflow_runs[run.id] = run
         return run
 
     @locked
+    def finish_runs(self) -> None:
+        """Runs whose time is up leave `running` as `succeeded` (called before anything reads them)."""
+        now = time.monotonic()
+        for run in self.workflow_runs.values():
+            if run.status == "running" and run.finishes_at and now >= run.finishes_at:
+                run.status, run.finished_at = "succeeded", self.clock.ts()
+
+    def session_of(self, run: WorkflowRun) -> str | None:
+        """The end user's session id (Dify's `user`) of a run; None for a run an account started."""
+        return self.end_users[run.end_user_id].session_id if run.end_user_id else None
+
+    @locked
     def runs_of(self, app_id: str) -> list[WorkflowRun]:
+        self.finish_runs()
         rows = [r for r in self.workflow_runs.values() if r.app_id == app_id]
         return sorted(rows, key=lambda r: (r.created_at, r.seq), reverse=True)
 

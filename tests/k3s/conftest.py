@@ -32,14 +32,17 @@ TOOLS_BIN = ROOT / ".venv-tools" / "bin"  # checkov and hadolint: `make tools` (
 PV_MOUNT = "/var/lib/kiosk"
 IMAGE_APP_DIR = "/app"  # the runtime image's WORKDIR, where models/data is copied (Dockerfile)
 
-# Real-looking keys for the stores the tests render and start (the example's placeholders are refused).
+# Real-looking keys for the stores the tests render and start (the example's placeholders are refused):
+# the runtime's Secret holds the app keys, the sync agent's central's keys.
 TEST_KEY = "app-k3s-test-0123456789abcdef"
-TEST_SECRETS_ENV = (
-    f"KIOSK_APP_KEYS='[\"{TEST_KEY}\"]'\n"
+TEST_RUNTIME_SECRETS_ENV = f"KIOSK_APP_KEYS='[\"{TEST_KEY}\"]'\n"
+TEST_SYNC_SECRETS_ENV = (
     "KIOSK_CENTRAL_APP_KEY=app-central-0123456789abcdef\n"
     "KIOSK_CENTRAL_DATASET_KEY=dataset-0123456789abcdef\n"
     "KIOSK_CENTRAL_INGEST_KEY=app-ingest-0123456789abcdef\n"
 )
+# The Secret each pod mounts, by the name of its Deployment.
+SECRETS = {"kiosk-edge": "kiosk-edge-runtime-secrets", "kiosk-edge-sync": "kiosk-edge-sync-secrets"}
 
 # name -> (kustomization directory under k3s/, extra kustomization written for the test or None)
 TARGETS: dict[str, tuple[str, str | None]] = {
@@ -81,15 +84,26 @@ class Rendered:
 
     @property
     def pod(self) -> dict[str, Any]:
+        """The runtime's pod (Deployment kiosk-edge)."""
         return self.find("Deployment", "kiosk-edge")["spec"]["template"]["spec"]
 
+    @property
+    def sync_pod(self) -> dict[str, Any] | None:
+        """The sync agent's pod (Deployment kiosk-edge-sync), None in a store without sync."""
+        found = [d for d in self.all("Deployment") if d["metadata"]["name"] == "kiosk-edge-sync"]
+        return found[0]["spec"]["template"]["spec"] if found else None
+
+    @property
+    def pods(self) -> list[dict[str, Any]]:
+        return [d["spec"]["template"]["spec"] for d in self.all("Deployment")]
+
     def container(self, name: str) -> dict[str, Any]:
-        found = [c for c in self.pod["containers"] + self.pod.get("initContainers", []) if c["name"] == name]
+        found = [c for c in self.all_containers() if c["name"] == name]
         assert len(found) == 1, f"{self.name}: no container {name}"
         return found[0]
 
     def all_containers(self) -> list[dict[str, Any]]:
-        return self.pod.get("initContainers", []) + self.pod["containers"]
+        return [c for pod in self.pods for c in pod.get("initContainers", []) + pod["containers"]]
 
     def configmap(self, prefix: str) -> dict[str, str]:
         """The data of the generated ConfigMap named `prefix-<hash>` (the pod references it by that name)."""
@@ -97,7 +111,7 @@ class Rendered:
         assert len(maps) == 1, f"{self.name}: expected one ConfigMap {prefix}-<hash>"
         return maps[0].get("data", {})
 
-    def secret_file(self, prefix: str = "kiosk-edge-secrets", key: str = "kiosk.env") -> str:
+    def secret_file(self, prefix: str, key: str = "kiosk.env") -> str:
         secrets = [d for d in self.all("Secret") if d["metadata"]["name"].rsplit("-", 1)[0] == prefix]
         assert len(secrets) == 1, f"{self.name}: expected one Secret {prefix}-<hash>"
         return base64.b64decode(secrets[0]["data"][key]).decode()
@@ -113,11 +127,12 @@ def render(directory: Path) -> str:
 
 @pytest.fixture(scope="session")
 def k3s_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of k3s/ with the test stores added (and the example store's secrets.env written)."""
+    """A copy of k3s/ with the test stores added (and the example store's secrets files written)."""
     tree = tmp_path_factory.mktemp("k3s") / "k3s"
-    shutil.copytree(K3S, tree, ignore=shutil.ignore_patterns("secrets.env", "README.md"))
-    shutil.copyfile(K3S / "base" / "secrets.env", tree / "base" / "secrets.env")
-    (tree / "stores" / "example" / "secrets.env").write_text(TEST_SECRETS_ENV, encoding="utf-8")
+    shutil.copytree(K3S, tree, ignore=shutil.ignore_patterns("*secrets.env", "README.md"))
+    for name, text in (("runtime", TEST_RUNTIME_SECRETS_ENV), ("sync", TEST_SYNC_SECRETS_ENV)):
+        shutil.copyfile(K3S / "base" / f"{name}-secrets.env", tree / "base" / f"{name}-secrets.env")
+        (tree / "stores" / "example" / f"{name}-secrets.env").write_text(text, encoding="utf-8")
     for directory, extra in TARGETS.values():
         if extra is not None:
             store = tree / directory
@@ -215,12 +230,22 @@ class EdgeServer:
                 self.process.wait()
 
 
-@pytest.fixture
-def secrets_file(tmp_path: Path) -> Path:
-    path = tmp_path / "kiosk.env"
-    path.write_text(TEST_SECRETS_ENV, encoding="utf-8")
+def write_secrets(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
     path.chmod(0o600)
     return path
+
+
+@pytest.fixture
+def secrets_file(tmp_path: Path) -> Path:
+    """The runtime's keys file: the app keys only, as its pod mounts it."""
+    return write_secrets(tmp_path / "kiosk.env", TEST_RUNTIME_SECRETS_ENV)
+
+
+@pytest.fixture
+def sync_secrets_file(tmp_path: Path) -> Path:
+    """The sync agent's keys file: central's keys only, as its pod mounts it."""
+    return write_secrets(tmp_path / "sync-kiosk.env", TEST_SYNC_SECRETS_ENV)
 
 
 @pytest.fixture

@@ -105,11 +105,45 @@ def test_runtime_image_has_no_torch() -> None:
     for stage in RUNTIME.stages:
         for keyword, args in stage.instructions:
             assert "torch" not in args.replace("! pip show torch", ""), (keyword, args)
-            assert "quantize" not in args, (keyword, args)
+            assert "quantize" not in args.replace("rm -f /opt/venv/bin/quantize", ""), (keyword, args)
     (install,) = [a for a in RUNTIME.stage("builder").all("RUN") if "pip install ." in a]
     assert "pip install . " in install + " " and "! pip show torch" in install  # no extras, and checked
     core = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["dependencies"]
     assert not [d for d in core if re.match(r"(torch|transformers|optimum|accelerate)\b", d)]
+
+
+def removed_scripts(stage: Stage) -> set[str]:
+    return {name for args in stage.all("RUN") for name in re.findall(r"rm -f /opt/venv/bin/([\w-]+)", args)}
+
+
+def test_the_image_installs_only_commands_it_can_run() -> None:
+    """pyproject's scripts whose package is not in the build context (`quantize`) would be installed
+    anyway and fail with ModuleNotFoundError: the build removes them, right after installing, and keeps
+    `edge`, which it runs once."""
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["scripts"]
+    copied = {
+        source.rstrip("/")
+        for args in RUNTIME.stage("builder").all("COPY")
+        for source in args.split()[:-1]
+        if not source.startswith("--")
+    }
+    shipped = {name for name, target in scripts.items() if target.split(".")[0].split(":")[0] in copied}
+    assert shipped == {"edge"}
+    assert removed_scripts(RUNTIME.stage("builder")) == set(scripts) - shipped
+    (install,) = [a for a in RUNTIME.stage("builder").all("RUN") if "pip install ." in a]
+    assert install.index("pip install .") < install.index("rm -f /opt/venv/bin/") < install.index("edge --help")
+    assert RUNTIME.stages[-1].all("ENTRYPOINT") == ['["edge"]']
+
+
+def test_apt_leaves_neither_lists_nor_archives() -> None:
+    """In the layer that downloads them: the python bases clean the archives on their own (docker-clean),
+    the L4T CUDA bases of the Jetson build do not."""
+    installs = [args for stage in RUNTIME.stages for args in stage.all("RUN") if "apt-get install" in args]
+    assert len(installs) == 2
+    for args in installs:
+        tail = args[args.rindex("apt-get install") :]
+        assert "apt-get clean" in tail, args
+        assert "rm -rf /var/lib/apt/lists/*" in tail and "/var/cache/apt/archives/*.deb" in tail, args
 
 
 def test_llama_cpp_is_built_portable_and_pinned_like_pyproject() -> None:
@@ -173,3 +207,13 @@ def test_bundle_image_holds_the_bundle_where_the_init_step_reads_it(rendered: di
     install = rendered["x86"].container("bundle-install")
     assert install["command"][-1] == destination == "/bundle"
     assert BUNDLE.stages[-1].all("HEALTHCHECK") == ["NONE"]
+
+
+def test_the_readme_tells_podman_users_how_to_keep_the_image_whole() -> None:
+    """podman builds OCI images, which drop HEALTHCHECK, unless `--format docker`; and it names images
+    `localhost/…`, a name the manifests' `kiosk-edge:<tag>` (docker.io/library/…) never finds on the node."""
+    assert RUNTIME.stages[-1].all("HEALTHCHECK")  # what would be lost
+    readme = (ROOT / "k3s" / "README.md").read_text(encoding="utf-8")
+    assert re.search(r"podman build --format docker -t kiosk-edge:", readme)
+    assert "localhost/kiosk-edge" in readme
+    assert re.search(r"podman save --format docker-archive docker\.io/library/kiosk-edge:", readme)

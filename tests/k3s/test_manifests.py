@@ -19,9 +19,11 @@ from pydantic import ValidationError
 from edge.settings import Settings
 from tests.k3s.conftest import (
     IMAGE_APP_DIR,
+    K3S,
     OVERLAYS,
     PV_MOUNT,
     ROOT,
+    SECRETS,
     TARGETS,
     TEST_KEY,
     Rendered,
@@ -45,11 +47,15 @@ POD_SETTINGS = {
     "KIOSK_CENTRAL_URL": "the sync agent exits without it",
     "KIOSK_LLM_THREADS": "sized to the node kind's cores",
 }
-# Keys an overlay sets before the runtime has the setting: llama.cpp's GPU offload (n_gpu_layers) needs
-# a Settings field `llm_gpu_layers` passed to llama_cpp.Llama. Until then pydantic-settings ignores the
-# variable (it ignores unknown environment variables), so Jetson runs on the CPU. `test_pending_settings`
-# turns red when the field lands: then drop the entry.
-PENDING_SETTINGS = {"KIOSK_LLM_GPU_LAYERS"}
+# Keys an overlay may set before the runtime has the setting (pydantic-settings ignores unknown
+# environment variables). `test_pending_settings_are_still_pending` turns red when one lands: then drop
+# the entry, and the notes saying it is missing (`test_no_note_calls_a_real_setting_missing`).
+PENDING_SETTINGS: set[str] = set()
+# Which pod needs which key: each gets only its own (`test_each_pod_holds_only_its_own_keys`).
+POD_SECRETS = {
+    "kiosk-edge": {"KIOSK_APP_KEYS"},
+    "kiosk-edge-sync": {"KIOSK_CENTRAL_APP_KEY", "KIOSK_CENTRAL_DATASET_KEY", "KIOSK_CENTRAL_INGEST_KEY"},
+}
 
 
 def env_name(field: str) -> str:
@@ -61,9 +67,20 @@ def env_name(field: str) -> str:
 
 @pytest.mark.parametrize("target", ALL)
 def test_one_pod_recreated_never_two(rendered: dict[str, Rendered], target: str) -> None:
-    spec = rendered[target].find("Deployment", "kiosk-edge")["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    deployments = rendered[target].all("Deployment")
+    expected = {"kiosk-edge"} if target == "x86-no-sync" else {"kiosk-edge", "kiosk-edge-sync"}
+    assert {d["metadata"]["name"] for d in deployments} == expected
+    for deployment in deployments:
+        spec = deployment["spec"]
+        assert spec["replicas"] == 1
+        assert spec["strategy"] == {"type": "Recreate"}
+        labels = spec["template"]["metadata"]["labels"]
+        assert spec["selector"]["matchLabels"].items() <= labels.items()
+        # No Deployment's selector picks the other's pods (an overlap would make them fight over pods).
+        for other in deployments:
+            if other is not deployment:
+                theirs = other["spec"]["template"]["metadata"]["labels"]
+                assert not spec["selector"]["matchLabels"].items() <= theirs.items()
     pvc = rendered[target].find("PersistentVolumeClaim", "kiosk-edge-data")["spec"]
     assert pvc["accessModes"] == ["ReadWriteOnce"]
     assert pvc["storageClassName"] == "local-path"
@@ -89,26 +106,28 @@ def quantity(value: str) -> float:
 
 @pytest.mark.parametrize("target", OVERLAYS)
 def test_the_pod_fits_a_4_gb_box(rendered: dict[str, Rendered], target: str) -> None:
-    """Long-running containers' limits add up to at most 2 GiB, leaving the rest to k3s and the OS;
-    init containers run before them, one at a time."""
-    pod = rendered[target].pod
-    memory = sum(quantity(c["resources"]["limits"]["memory"]) for c in pod["containers"])
+    """Long-running containers' limits (both pods) add up to at most 2 GiB, leaving the rest to k3s and
+    the OS; init containers run before them, one at a time."""
+    containers = [c for pod in rendered[target].pods for c in pod["containers"]]
+    memory = sum(quantity(c["resources"]["limits"]["memory"]) for c in containers)
     assert memory <= 2 * 2**30
-    for container in pod["initContainers"]:
-        assert quantity(container["resources"]["limits"]["memory"]) <= 512 * 2**20
-    cpu = sum(quantity(c["resources"]["requests"]["cpu"]) for c in pod["containers"])
+    for pod in rendered[target].pods:
+        for container in pod["initContainers"]:
+            assert quantity(container["resources"]["limits"]["memory"]) <= 512 * 2**20
+    cpu = sum(quantity(c["resources"]["requests"]["cpu"]) for c in containers)
     assert cpu <= 1.5  # schedulable on a 2-core box beside k3s
 
 
 @pytest.mark.parametrize("target", ALL)
 def test_hardened(rendered: dict[str, Rendered], target: str) -> None:
-    pod = rendered[target].pod
-    assert pod["automountServiceAccountToken"] is False
-    assert pod["enableServiceLinks"] is False  # a Service "kiosk" would inject KIOSK_PORT=tcp://...
-    assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["securityContext"]["runAsUser"] >= 10000
-    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-    assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
+    for pod in rendered[target].pods:
+        assert pod["automountServiceAccountToken"] is False
+        assert pod["enableServiceLinks"] is False  # a Service "kiosk" would inject KIOSK_PORT=tcp://...
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] >= 10000
+        assert pod["securityContext"] == rendered[target].pod["securityContext"]  # one user owns the volume
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
     for container in rendered[target].all_containers():
         context = container["securityContext"]
         assert context["allowPrivilegeEscalation"] is False, container["name"]
@@ -122,13 +141,13 @@ def test_hardened(rendered: dict[str, Rendered], target: str) -> None:
 
 @pytest.mark.parametrize("target", ALL)
 def test_python_containers_have_a_writable_tmp(rendered: dict[str, Rendered], target: str) -> None:
-    pod = rendered[target].pod
-    volumes = {v["name"]: v for v in pod["volumes"]}
-    for container in rendered[target].all_containers():
-        if container["image"].startswith("kiosk-edge:"):
-            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
-            assert "emptyDir" in volumes[mounts["/tmp"]], container["name"]
-            assert "persistentVolumeClaim" in volumes[mounts[PV_MOUNT]], container["name"]
+    for pod in rendered[target].pods:
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        for container in pod.get("initContainers", []) + pod["containers"]:
+            if container["image"].startswith("kiosk-edge:"):
+                mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+                assert "emptyDir" in volumes[mounts["/tmp"]], container["name"]
+                assert "persistentVolumeClaim" in volumes[mounts[PV_MOUNT]], container["name"]
 
 
 @pytest.mark.parametrize("target", ALL)
@@ -150,10 +169,11 @@ def test_runtime_image_tag_is_the_package_version(rendered: dict[str, Rendered])
 
 @pytest.mark.parametrize("target", ALL)
 def test_tolerates_losing_the_control_plane(rendered: dict[str, Rendered], target: str) -> None:
-    tolerations = {(t["key"], t["effect"]): t for t in rendered[target].pod["tolerations"]}
-    for key in ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready"):
-        toleration = tolerations[(key, "NoExecute")]
-        assert toleration["operator"] == "Exists" and "tolerationSeconds" not in toleration
+    for pod in rendered[target].pods:
+        tolerations = {(t["key"], t["effect"]): t for t in pod["tolerations"]}
+        for key in ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready"):
+            toleration = tolerations[(key, "NoExecute")]
+            assert toleration["operator"] == "Exists" and "tolerationSeconds" not in toleration
 
 
 # --- settings --------------------------------------------------------------------------------------
@@ -169,8 +189,32 @@ def test_configmap_keys_are_real_settings(rendered: dict[str, Rendered], target:
     assert not secrets, f"secrets belong in the Secret, not the ConfigMap: {sorted(secrets)}"
 
 
-def test_pending_settings_exist() -> None:
-    assert {env_name(name) for name in FIELDS} >= PENDING_SETTINGS
+def test_pending_settings_are_still_pending() -> None:
+    assert not {env_name(name) for name in FIELDS} & PENDING_SETTINGS
+
+
+# Phrases that say a setting does not exist yet, around a setting's name (field or KIOSK_ variable).
+MISSING_NOTE = re.compile(
+    r"(?:does not have (?:that|the|this) setting|not have that setting yet|until `?edge/settings\.py`? gains|"
+    r"Needs Settings\.|is ignored|PENDING_SETTINGS)",
+    flags=re.IGNORECASE,
+)
+
+
+def test_no_note_calls_a_real_setting_missing() -> None:
+    """Notes written while a setting was pending (k3s/README.md, the overlays' env files) go when it lands."""
+    stale = []
+    for path in [K3S / "README.md", *K3S.rglob("*.env"), *K3S.rglob("*.yaml")]:
+        paragraphs = re.split(r"\n\s*\n", path.read_text(encoding="utf-8"))
+        for paragraph in paragraphs:
+            if not MISSING_NOTE.search(paragraph):
+                continue
+            named = set(re.findall(r"KIOSK_[A-Z0-9_]+", paragraph))
+            named |= {env_name(n) for n in re.findall(r"\b([a-z][a-z0-9]*(?:_[a-z0-9]+)+)\b", paragraph)}
+            real = sorted(named & {env_name(name) for name in FIELDS})
+            if real:
+                stale.append(f"{path.relative_to(ROOT)}: {real}: {paragraph.strip()[:200]}")
+    assert not stale, "\n".join(stale)
 
 
 @pytest.mark.parametrize("target", ALL)
@@ -209,10 +253,32 @@ def test_configmap_values_are_valid_settings(
         assert (ROOT / path.relative_to(IMAGE_APP_DIR)).is_file(), path
 
 
+def test_every_secret_setting_belongs_to_one_pod() -> None:
+    runtime, sync = POD_SECRETS.values()
+    assert runtime | sync == {env_name(name) for name in SECRET_FIELDS} and not runtime & sync
+
+
 @pytest.mark.parametrize("target", ALL)
-def test_secret_holds_exactly_the_secret_settings(rendered: dict[str, Rendered], target: str) -> None:
-    values = dotenv_values(stream=io.StringIO(rendered[target].secret_file()))
-    assert set(values) == {env_name(name) for name in SECRET_FIELDS}
+def test_each_pod_holds_only_its_own_keys(rendered: dict[str, Rendered], target: str) -> None:
+    """The runtime serves the store LAN and runs the models on shoppers' input: it holds the app keys and
+    none of central's (the dataset key can rewrite or delete the chain's knowledge bases)."""
+    output = rendered[target]
+    deployments = {d["metadata"]["name"]: d["spec"]["template"]["spec"] for d in output.all("Deployment")}
+    for name, pod in deployments.items():
+        secret_names = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+        (secret,) = secret_names
+        assert secret.rsplit("-", 1)[0] == SECRETS[name], (name, secret)
+        values = dotenv_values(stream=io.StringIO(output.secret_file(SECRETS[name])))
+        assert set(values) == POD_SECRETS[name], name
+        for container in pod.get("initContainers", []) + pod["containers"]:
+            sources = container.get("envFrom", []) + [e.get("valueFrom", {}) for e in container.get("env", [])]
+            assert not any("secretRef" in s or "secretKeyRef" in s for s in sources), container["name"]
+            mounts = {m["name"] for m in container.get("volumeMounts", [])}
+            if "secrets" in mounts:
+                assert container["name"] in ("runtime", "sync"), container["name"]  # not the init steps
+    # A store without sync has no central keys anywhere.
+    if target == "x86-no-sync":
+        assert [s["metadata"]["name"].rsplit("-", 1)[0] for s in output.all("Secret")] == [SECRETS["kiosk-edge"]]
 
 
 def run_edge(args: list[str], env_file: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -227,29 +293,39 @@ def run_edge(args: list[str], env_file: Path, tmp_path: Path) -> subprocess.Comp
 
 
 @pytest.mark.parametrize("target", OVERLAYS)
-def test_the_example_secret_is_refused(rendered: dict[str, Rendered], target: str, tmp_path: Path) -> None:
-    """The overlays ship placeholder keys: both containers refuse to start until a store sets real ones."""
-    env_file = tmp_path / "kiosk.env"
-    env_file.write_text(rendered[target].secret_file(), encoding="utf-8")
-    for command in (["config"], ["serve"], ["sync", "status"]):
+def test_the_example_secrets_are_refused(rendered: dict[str, Rendered], target: str, tmp_path: Path) -> None:
+    """The overlays ship placeholder keys: neither pod starts until a store sets real ones."""
+    runtime, sync = tmp_path / "runtime.env", tmp_path / "sync.env"
+    runtime.write_text(rendered[target].secret_file(SECRETS["kiosk-edge"]), encoding="utf-8")
+    sync.write_text(rendered[target].secret_file(SECRETS["kiosk-edge-sync"]), encoding="utf-8")
+    for command, env_file, message in (
+        (["config"], runtime, "app keys must be real secrets"),
+        (["serve"], runtime, "app keys must be real secrets"),
+        (["config"], sync, "not a placeholder"),
+        (["sync", "status"], sync, "not a placeholder"),
+    ):
         result = run_edge(command, env_file, tmp_path)
         assert result.returncode == 1, (command, result.stdout, result.stderr)
-        assert "app keys must be real secrets" in result.stderr, result.stderr
+        assert message in result.stderr, result.stderr
 
 
 def test_a_store_secret_is_accepted(rendered: dict[str, Rendered], tmp_path: Path) -> None:
-    env_file = tmp_path / "kiosk.env"
-    env_file.write_text(rendered["store-example"].secret_file(), encoding="utf-8")
-    result = run_edge(["config"], env_file, tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert TEST_KEY not in result.stdout  # redacted
+    for secret in SECRETS.values():
+        env_file = tmp_path / f"{secret}.env"
+        env_file.write_text(rendered["store-example"].secret_file(secret), encoding="utf-8")
+        result = run_edge(["config"], env_file, tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert TEST_KEY not in result.stdout and "0123456789abcdef" not in result.stdout  # redacted
 
 
 def test_placeholder_values_are_refused_by_settings() -> None:
-    """The same validator the pod hits, on the base's placeholder file."""
-    values = dotenv_values(ROOT / "k3s" / "base" / "secrets.env")
+    """The same validators the pods hit, on the base's placeholder files."""
+    values = dotenv_values(ROOT / "k3s" / "base" / "runtime-secrets.env")
     with pytest.raises(ValidationError, match="real secrets"):
         Settings(app_keys=json.loads(values["KIOSK_APP_KEYS"] or "[]"))
+    for key, value in dotenv_values(ROOT / "k3s" / "base" / "sync-secrets.env").items():
+        with pytest.raises(ValidationError, match="placeholder"):
+            Settings(**{key.removeprefix("KIOSK_").lower(): value})
 
 
 # --- the pod's wiring --------------------------------------------------------------------------------
@@ -313,36 +389,85 @@ def test_bundle_is_installed_then_verified_before_the_runtime(rendered: dict[str
 
 
 @pytest.mark.parametrize("target", ALL)
-def test_both_containers_share_the_volume_and_the_settings(rendered: dict[str, Rendered], target: str) -> None:
-    containers = rendered[target].pod["containers"]
-    names = [c["name"] for c in containers]
-    assert names == (["runtime"] if target == "x86-no-sync" else ["runtime", "sync"])
-    for container in containers:
+def test_the_sync_agent_embeds_with_the_bundle_the_runtime_serves(rendered: dict[str, Rendered], target: str) -> None:
+    """Its pod waits until the runtime serves its bundle image's bundle, and names that image, so a new
+    bundle rolls it too (its embedder must be the one the runtime searches with)."""
+    sync_pod = rendered[target].sync_pod
+    if sync_pod is None:
+        return
+    (wait,) = sync_pod["initContainers"]
+    install = rendered[target].container("bundle-install")
+    assert wait["image"] == install["image"]
+    assert wait["command"][-2:] == ["wait", "/bundle"]
+    assert [e for e in wait["env"] if e["name"] == "BUNDLES_ROOT"] == [
+        e for e in install["env"] if e["name"] == "BUNDLES_ROOT"
+    ]
+    assert {m["mountPath"]: m.get("readOnly", False) for m in wait["volumeMounts"]}[PV_MOUNT] is True
+
+
+@pytest.mark.parametrize("target", ALL)
+def test_runtime_and_sync_share_the_volume_and_the_settings(rendered: dict[str, Rendered], target: str) -> None:
+    """Two pods (NetworkPolicy cannot tell containers apart), one volume and one ConfigMap."""
+    output = rendered[target]
+    assert [c["name"] for c in output.pod["containers"]] == ["runtime"]
+    if target == "x86-no-sync":
+        assert output.sync_pod is None
+        return
+    assert output.sync_pod is not None and [c["name"] for c in output.sync_pod["containers"]] == ["sync"]
+    runtime, sync = output.container("runtime"), output.container("sync")
+    claims = {
+        pod["volumes"][[v["name"] for v in pod["volumes"]].index("data")]["persistentVolumeClaim"]["claimName"]
+        for pod in (output.pod, output.sync_pod)
+    }
+    assert claims == {"kiosk-edge-data"}
+    for container in (runtime, sync):
         mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
         assert mounts[PV_MOUNT] == "data"
-        assert container["envFrom"] == containers[0]["envFrom"]
+        assert container["envFrom"] == runtime["envFrom"]
         assert container["command"][:3] == ["edge", "--env-file", "/etc/kiosk/secrets/kiosk.env"]
-    assert containers[0]["command"][3:] == ["serve"]
-    if len(containers) > 1:
-        assert containers[1]["command"][3:] == ["sync", "run"]
+    assert runtime["command"][3:] == ["serve"]
+    assert sync["command"][3:] == ["sync", "run"]
+
+
+def selects(policy: dict[str, Any], deployment: dict[str, Any]) -> bool:
+    selector = policy["spec"]["podSelector"]
+    assert set(selector) <= {"matchLabels"}, selector  # matchExpressions would need evaluating here
+    return selector.get("matchLabels", {}).items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+
+
+def allowed(output: Rendered, deployment: dict[str, Any], direction: str) -> list[dict[str, Any]]:
+    """What the policies selecting the pod allow in one direction (they add up); each pod must be selected
+    for both directions, so that what is not allowed is denied."""
+    policies = [p["spec"] for p in output.all("NetworkPolicy") if selects(p, deployment)]
+    assert any(direction in p["policyTypes"] for p in policies), (deployment["metadata"]["name"], direction)
+    key = direction.lower()
+    return [rule for p in policies if direction in p["policyTypes"] for rule in p.get(key, [])]
 
 
 @pytest.mark.parametrize("target", ALL)
 def test_network_policy(rendered: dict[str, Rendered], target: str) -> None:
-    policies = {p["metadata"]["name"]: p["spec"] for p in rendered[target].all("NetworkPolicy")}
-    main = policies["kiosk-edge"]
-    assert main["policyTypes"] == ["Ingress", "Egress"] and main["egress"] == []  # egress denied by default
-    (ingress,) = main["ingress"]
+    """Only the sync agent's pod reaches out (central and DNS); only the runtime's pod is reached (by the
+    kiosks). NetworkPolicy selects pods: this is why the agent has its own."""
+    output = rendered[target]
+    runtime = output.find("Deployment", "kiosk-edge")
+    assert allowed(output, runtime, "Egress") == []
+    (ingress,) = allowed(output, runtime, "Ingress")
     assert all("ipBlock" in peer for peer in ingress["from"])  # the kiosks, not the world
+    names = {p["metadata"]["name"] for p in output.all("NetworkPolicy")}
     if target == "x86-no-sync":
-        assert set(policies) == {"kiosk-edge"}
+        assert names == {"kiosk-edge"}
         return
-    central = policies["kiosk-edge-central"]
-    assert central["policyTypes"] == ["Egress"]
-    https, dns = central["egress"]
+    assert names == {"kiosk-edge", "kiosk-edge-central"}
+    sync = output.find("Deployment", "kiosk-edge-sync")
+    assert allowed(output, sync, "Ingress") == []
+    https, dns = allowed(output, sync, "Egress")
     assert [p["port"] for p in https["ports"]] == [443] and all("ipBlock" in peer for peer in https["to"])
     assert {p["port"] for p in dns["ports"]} == {53}
     assert dns["to"][0]["podSelector"]["matchLabels"] == {"k8s-app": "kube-dns"}
+    # The Service sends the kiosks to the runtime's pod only.
+    service = output.find("Service", "kiosk-edge")["spec"]["selector"]
+    assert service.items() <= runtime["spec"]["template"]["metadata"]["labels"].items()
+    assert not service.items() <= sync["spec"]["template"]["metadata"]["labels"].items()
 
 
 def test_no_sync_component(rendered: dict[str, Rendered]) -> None:
@@ -353,9 +478,9 @@ def test_no_sync_component(rendered: dict[str, Rendered]) -> None:
 
 
 def test_x86_overlay(rendered: dict[str, Rendered]) -> None:
-    pod = rendered["x86"].pod
-    assert pod["nodeSelector"] == {"kubernetes.io/arch": "amd64"}
-    assert "runtimeClassName" not in pod
+    for pod in rendered["x86"].pods:
+        assert pod["nodeSelector"] == {"kubernetes.io/arch": "amd64"}
+        assert "runtimeClassName" not in pod
     assert rendered["x86"].all("RuntimeClass") == []
 
 
@@ -364,6 +489,10 @@ def test_jetson_overlay(rendered: dict[str, Rendered]) -> None:
     pod = jetson.pod
     assert pod["nodeSelector"] == {"kubernetes.io/arch": "arm64"}
     assert pod["runtimeClassName"] == "nvidia"
+    sync_pod = jetson.sync_pod
+    assert sync_pod is not None and sync_pod["nodeSelector"] == {"kubernetes.io/arch": "arm64"}
+    assert "runtimeClassName" not in sync_pod  # the agent embeds on the CPU: no GPU in its pod
+    assert jetson.container("sync")["image"] == jetson.container("runtime")["image"]
     runtime_class = jetson.find("RuntimeClass", "nvidia")
     assert runtime_class["handler"] == "nvidia"
     assert "namespace" not in runtime_class["metadata"]  # cluster-scoped
@@ -392,7 +521,12 @@ def test_store_example_overrides_the_store_values(rendered: dict[str, Rendered])
     base = rendered["x86"].configmap("kiosk-edge-config")
     assert store["KIOSK_STORE_ID"] != base["KIOSK_STORE_ID"]
     assert set(base) <= set(store)
-    # The Deployment points at the store's generated Secret, not the base's placeholders.
-    (volume,) = [v for v in rendered["store-example"].pod["volumes"] if v["name"] == "secrets"]
-    (secret,) = rendered["store-example"].all("Secret")
-    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    # Each Deployment points at the store's generated Secret, not the base's placeholders.
+    example = rendered["store-example"]
+    secrets = {s["metadata"]["name"] for s in example.all("Secret")}
+    assert len(secrets) == 2
+    for pod in example.pods:
+        (volume,) = [v for v in pod["volumes"] if v["name"] == "secrets"]
+        assert volume["secret"]["secretName"] in secrets
+    assert "change-me" not in example.secret_file(SECRETS["kiosk-edge"])
+    assert "change-me" not in example.secret_file(SECRETS["kiosk-edge-sync"])

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -73,6 +74,17 @@ class Volume:
         }
         return subprocess.run(
             ["/bin/sh", str(BUNDLE_INIT), "activate"], env=env, capture_output=True, text=True, timeout=120
+        )
+
+    def wait(self, source: Path) -> subprocess.Popen[str]:
+        """The sync pod's init step, started: it returns once the runtime serves `source`'s bundle."""
+        env = {"PATH": str(self.busybox_bin), "BUNDLES_ROOT": str(self.root), "BUNDLES_WAIT_S": "1"}
+        return subprocess.Popen(
+            [str(self.busybox_bin / "sh"), str(BUNDLE_INIT), "wait", str(source)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
 
     def roll(self, source: Path) -> None:
@@ -188,6 +200,64 @@ def test_half_copied_bundle_is_never_published(volume: Volume, bundles: list[Pat
     volume.roll(bundles[0])
     assert not (volume.root / ".incoming").exists()
     assert volume.installed() == {bundle_id(bundles[0])}
+
+
+def finished(process: subprocess.Popen[str], within_s: float) -> tuple[int, str] | None:
+    """(exit code, stderr) once `process` ends, or None if it is still running after `within_s`."""
+    try:
+        _, stderr = process.communicate(timeout=within_s)
+    except subprocess.TimeoutExpired:
+        return None
+    return process.returncode, stderr
+
+
+@pytest.fixture
+def waiting(volume: Volume) -> Iterator[Callable[[Path], subprocess.Popen[str]]]:
+    """Starts the sync pod's init step; whatever is still waiting at the end is killed."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(source: Path) -> subprocess.Popen[str]:
+        started.append(volume.wait(source))
+        return started[-1]
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_the_sync_pod_waits_for_the_runtime_to_serve_its_bundle(
+    volume: Volume, bundles: list[Path], waiting: Callable[[Path], subprocess.Popen[str]]
+) -> None:
+    first = waiting(bundles[0])  # a fresh node: the runtime's init steps have not run yet
+    assert finished(first, 2.5) is None
+    volume.roll(bundles[0])
+    result = finished(first, 10)
+    assert result is not None and result[0] == 0, result
+    assert f"the runtime serves bundle {bundle_id(bundles[0])}" in result[1]
+    # A new bundle image: the agent's pod waits while the runtime still serves the old one.
+    update = waiting(bundles[1])
+    assert finished(update, 2.5) is None
+    volume.roll(bundles[1])
+    result = finished(update, 10)
+    assert result is not None and result[0] == 0, result
+
+
+def test_the_sync_pod_follows_the_runtime_when_a_bundle_is_refused(volume: Volume, bundles: list[Path]) -> None:
+    """A corrupt update: the runtime keeps the verified bundle, and so does the agent, instead of hanging."""
+    volume.roll(bundles[0])
+    bad = corrupt(volume, bundles[1])
+    assert volume.activate().returncode == 0
+    result = finished(volume.wait(bundles[1]), 10)
+    assert result is not None and result[0] == 0, result
+    assert f"bundle {bad} failed verification" in result[1] and bundle_id(bundles[0]) in result[1]
+
+
+def test_wait_refuses_what_is_not_a_bundle(volume: Volume, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = finished(volume.wait(tmp_path / "empty"), 10)
+    assert result is not None and result[0] == 1 and "not a bundle" in result[1]
 
 
 # --- the sync agent's liveness --------------------------------------------------------------------------

@@ -149,7 +149,7 @@ def test_serve_exits_0_after_sigterm(api_bundle: Path, tmp_path: Path, secrets_f
 
 
 def test_sigterm_stops_the_sync_agent(
-    rendered: dict[str, Rendered], api_bundle: Path, tmp_path: Path, secrets_file: Path
+    rendered: dict[str, Rendered], api_bundle: Path, tmp_path: Path, sync_secrets_file: Path
 ) -> None:
     """The sync container: offline from central (nothing listens), SIGTERM between passes → exit 0."""
     data = tmp_path / "data"
@@ -161,7 +161,7 @@ def test_sigterm_stops_the_sync_agent(
     log = tmp_path / "sync.log"
     with log.open("wb") as out:
         agent = subprocess.Popen(
-            [sys.executable, "-m", "edge", "--env-file", str(secrets_file), "sync", "run"],
+            [sys.executable, "-m", "edge", "--env-file", str(sync_secrets_file), "sync", "run"],
             env=env,
             cwd=ROOT,
             stdout=out,

@@ -92,3 +92,54 @@ def test_unknown_rows_are_not_found() -> None:
     with pytest.raises(NotFound):
         outbox.mark_failed(42, "x", retry_in=1, max_attempts=3)
     assert outbox.get(42) is None
+
+
+def test_a_lease_is_all_or_none_names_its_holder_and_runs_out() -> None:
+    outbox, clock, _ = make()
+    ids = [outbox.enqueue("turn", f"m{n}", {}) for n in range(2)]
+    assert outbox.lease(ids, "agent-a", 30)
+    assert outbox.holder(ids, besides="agent-b") == "agent-a" and outbox.holder(ids, besides="agent-a") is None
+    assert not outbox.lease(ids, "agent-b", 30)  # taken: nothing changes
+    assert outbox.leases() == [{"holder": "agent-a", "rows": 2, "until": clock.now + 30}]
+    assert outbox.claim(10) == []  # not due while leased
+    clock.now += 30
+    assert outbox.holder(ids, besides="agent-b") is None and outbox.leases() == []  # ran out: free again
+    assert outbox.lease(ids, "agent-b", 30)
+    assert not outbox.renew(ids, "agent-a", 30)  # a (late) agent-a must not act on them any more
+    assert outbox.renew(ids, "agent-b", 60) and outbox.holder(ids, besides="x") == "agent-b"
+
+
+def test_rows_backing_off_are_not_leased_and_done_rows_leave_the_lease() -> None:
+    outbox, clock, _ = make()
+    first, second = outbox.enqueue("turn", "a", {}), outbox.enqueue("turn", "b", {})
+    outbox.mark_failed(first, "502", retry_in=10, max_attempts=5)
+    assert not outbox.lease([first, second], "agent-a", 30)
+    clock.now += 10
+    assert outbox.lease([first, second], "agent-a", 30)
+    outbox.mark_done(first)
+    outbox.mark_failed(second, "timeout", retry_in=5, max_attempts=5)
+    assert outbox.leases() == [] and outbox.holder([first, second], besides="agent-b") is None
+
+
+def test_release_gives_rows_back_without_counting_an_attempt() -> None:
+    outbox, clock, _ = make()
+    row_id = outbox.enqueue("turn", "a", {})
+    assert outbox.lease([row_id], "agent-a", 30)
+    outbox.release([row_id], "agent-a", retry_at=clock.now + 5, note="not listed yet")
+    row = outbox.get(row_id)
+    assert row is not None and (row["attempts"], row["leased_by"], row["last_error"]) == (0, None, "not listed yet")
+    assert outbox.claim(1) == []
+    clock.now += 5
+    assert [r["id"] for r in outbox.claim(1)] == [row_id]
+
+
+def test_requeue_brings_parked_rows_back_by_reason() -> None:
+    outbox, _, _ = make()
+    refused, lost = outbox.enqueue("turn", "a", {}), outbox.enqueue("turn", "b", {})
+    outbox.mark_failed(refused, "400 invalid_param transcript is too long", retry_in=0, max_attempts=1)
+    outbox.mark_failed(lost, "ReadTimeout", retry_in=0, max_attempts=1)
+    assert outbox.requeue(reason="TOO LONG") == [refused]
+    row = outbox.get(refused)
+    assert row is not None and (row["status"], row["attempts"], row["next_attempt_at"]) == ("pending", 0, 0)
+    assert [r["id"] for r in outbox.parked()] == [lost]
+    assert outbox.requeue() == [lost] and outbox.parked() == [] and outbox.depth() == 2

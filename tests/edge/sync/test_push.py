@@ -13,7 +13,19 @@ from edge.store.conversations import ConversationStore
 from edge.store.db import open_database
 from edge.store.outbox import Outbox
 from edge.sync.client import AuthFailed, Rejected, Unreachable
-from edge.sync.push import DONE, PARKED, Pusher, PushPolicy, backoff, end_user
+from edge.sync.push import (
+    ABSENT,
+    DONE,
+    LANDED,
+    PARKED,
+    RUNNING,
+    Lookup,
+    Pusher,
+    PushPolicy,
+    backoff,
+    end_user,
+    requeue_parked,
+)
 
 POLICY = PushPolicy(store_id="s1", kiosk_id="k1", idle_s=60, max_attempts=3, backoff_base_s=1, backoff_max_s=8)
 
@@ -25,6 +37,9 @@ class Clock:
     def __call__(self) -> float:
         return self.now
 
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
 
 class LandingSink:
     """Central as the pusher sees it: `landed` is what central holds; `fail` scripts the next calls."""
@@ -33,19 +48,26 @@ class LandingSink:
         self.landed: dict[str, dict[str, Any]] = {}
         self.fail: list[str] = []  # per send: "down", "lost" (lands, then the response is lost), "reject", "auth"
         self.sends = 0
+        self.running: set[str] = set()  # landed, but central has not finished running them
+        self.finds = 0
 
-    def find(self, end_user: str) -> str | None:
-        return f"run-{end_user}" if end_user in self.landed else None
+    def find(self, end_user: str, session: str) -> Lookup:
+        self.finds += 1
+        if end_user in self.running:
+            return Lookup(RUNNING, f"run-{end_user}")
+        return Lookup(LANDED, f"run-{end_user}") if end_user in self.landed else Lookup(ABSENT)
 
     def send(self, end_user: str, record: dict[str, Any]) -> str:
         self.sends += 1
         fault = self.fail.pop(0) if self.fail else None
         if fault == "down":
-            raise Unreachable("connection refused")
+            raise Unreachable("connection refused", maybe_delivered=False)
         if fault == "reject":
             raise Rejected("400 invalid_param transcript is too long")
         if fault == "auth":
             raise AuthFailed("401 Access token is invalid", 401)
+        if fault == "timeout":
+            raise Unreachable("read timeout")
         self.landed.setdefault(end_user, record)  # central keeps what it received
         if fault == "lost":
             raise Unreachable("read timeout")
@@ -58,7 +80,7 @@ def world(tmp_path: Path):
     db = open_database(tmp_path / "k.db")
     store = ConversationStore(db, clock=clock)
     sink = LandingSink()
-    pusher = Pusher(db, sink, POLICY, clock=clock, rng=random.Random(0))
+    pusher = Pusher(db, sink, POLICY, clock=clock, rng=random.Random(0), sleep=clock.sleep)
     yield clock, db, store, sink, pusher
     db.close()
 
@@ -186,3 +208,36 @@ def test_backoff_grows_and_is_capped_with_jitter() -> None:
     waits = [backoff(n, 1.0, 30.0, rng) for n in range(12)]
     assert all(0 <= w <= min(30.0, 2**n) for n, w in enumerate(waits))
     assert max(waits[6:]) > 8  # grows
+
+
+def test_a_run_that_stays_running_is_waited_for_then_parked_never_sent_again(world) -> None:
+    clock, db, store, sink, pusher = world
+    conversation = turn(store, None, "hello")
+    clock.now += 61
+    sink.fail = ["lost"]
+    pusher.run()
+    user = end_user(POLICY, conversation, 1)
+    sink.running.add(user)  # central's worker is stuck on it
+    for _ in range(POLICY.max_attempts):
+        clock.now += POLICY.backoff_max_s + 1
+        report = pusher.run()
+        assert report.sent == 0 and sink.sends == 1
+    [parked] = Outbox(db).parked()
+    assert "still running" in parked["last_error"]
+    sink.running.discard(user)  # it finished after all; the operator re-queues
+    assert requeue_parked(db, clock=clock) == 1
+    assert pusher.run().found == 1 and sink.sends == 1 and Outbox(db).depth() == 0
+
+
+def test_a_send_that_may_have_landed_waits_for_the_listing_without_counting_attempts(world) -> None:
+    clock, db, store, sink, pusher = world
+    turn(store, None, "hello")
+    clock.now += 61
+    sink.fail = ["timeout"]  # the answer is lost and nothing landed (the agent cannot tell)
+    pusher.run()
+    clock.now += POLICY.backoff_max_s + 1
+    report = pusher.run()  # absent, but sent 9 s ago: maybe not listed yet
+    assert (report.waiting, report.sent, sink.sends) == (1, 0, 1)
+    assert db.execute("SELECT attempts FROM outbox").fetchone()[0] == 1  # the wait is no failure
+    clock.now += POLICY.settle_s
+    assert pusher.run().sent == 1 and sink.sends == 2 and Outbox(db).depth() == 0

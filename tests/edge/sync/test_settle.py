@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -63,7 +64,7 @@ def _ready(port: int) -> bool:
 def assert_settled(fake: LiveFakeDify, workflow_app_id: str, db, conversation_ids: set[str]) -> None:
     """Each record once, each turn in exactly one record, every conversation there (or parked, with a
     reason), an empty outbox, and local knowledge equal to central's."""
-    runs = fake.state.runs_of(workflow_app_id)
+    runs = [run for run in fake.state.runs_of(workflow_app_id) if run.end_user_id is not None]  # not accounts
     sessions = [run.inputs["edge_session_id"] for run in runs]
     assert len(sessions) == len(set(sessions)), "a record reached central twice"
     turns = [turn["message_id"] for run in runs for turn in json.loads(run.inputs["transcript"])["turns"]]
@@ -176,8 +177,11 @@ def test_kiosk_traffic_faults_and_kill_9_settle(tmp_path: Path, api_bundle: Path
 
 
 class SyncMachine(RuleBasedStateMachine):
-    """Kiosk turns, central edits, faults and sync passes in any order; a crash between send and ack is a
-    committed run whose response is lost (the edge persisted nothing after sending either way)."""
+    """Kiosk turns and feedback, central edits, faults and sync passes in any order -- also two agents'
+    passes at once (the sidecar and an operator's `edge sync once`), a central slow to run and to list
+    runs, runs started by accounts, and an older Dify that ignores the logs' end-user filter. A crash
+    between send and ack is a committed run whose response is lost (the edge persisted nothing after
+    sending either way)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -207,6 +211,18 @@ class SyncMachine(RuleBasedStateMachine):
         )
         self.store = ConversationStore(self.db)
         self.conversations: list[str] = []
+        # A second pusher on the same file, with its own connection (the operator's `edge sync once`).
+        operator = Settings(
+            data_dir=self.tmp,
+            central_url=self.fake.api_url,
+            central_ingest_key=self.ids.workflow_key,
+            sync_idle_s=0,
+            sync_timeout_s=1,
+            sync_probe_timeout_s=1,
+            sync_max_attempts=50,
+        )
+        self.operator_db = open_database(operator.database_path)
+        self.operator = SyncAgent(operator, self.operator_db, DifyClient(self.fake.api_url, timeout_s=1))
 
     @rule(n=st.integers(1, 3), follow_up=st.booleans())
     def kiosk_turns(self, n: int, follow_up: bool) -> None:
@@ -229,6 +245,41 @@ class SyncMachine(RuleBasedStateMachine):
                 completion_tokens=0,
                 sources=[],
             )
+
+    @rule(rating=st.sampled_from(["like", "dislike", None]))
+    def feedback(self, rating: str | None) -> None:
+        row = self.db.execute(
+            "SELECT m.id, f.rating FROM messages m LEFT JOIN feedback f ON f.message_id = m.id"
+            " ORDER BY m.seq DESC LIMIT 1"
+        ).fetchone()
+        if row is not None and (rating is not None or row[1] is not None):
+            self.store.set_feedback(row[0], "kiosk", rating, None)
+
+    @rule()
+    def two_agents_at_once(self) -> None:
+        threads = [threading.Thread(target=agent.run_once) for agent in (self.agent, self.operator)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        self.db.execute("UPDATE outbox SET next_attempt_at = 0 WHERE status = 'pending'")
+
+    @rule(seconds=st.sampled_from([0.0, 0.3]))
+    def central_lag(self, seconds: float) -> None:
+        """Runs take this long, and are missing from the logs this long after they start."""
+        self.fake.app.config.run_seconds = seconds
+        self.fake.app.config.run_list_delay = seconds
+
+    @rule(older=st.booleans())
+    def central_generation(self, older: bool) -> None:
+        self.fake.app.config.logs_user_filter = not older
+
+    @rule()
+    def account_run(self) -> None:
+        """Someone re-runs a conversation's record from the console: an account's run, not the edge's."""
+        conversation = self.conversations[-1] if self.conversations else "none"
+        app = self.state.app(self.ids.workflow_app_id)
+        self.state.record_workflow_run(app, None, {"edge_session_id": conversation, "transcript": "{}"})
 
     @rule(kind=st.sampled_from(["edit", "delete", "add", "annotate"]))
     def central_edit(self, kind: str) -> None:
@@ -279,7 +330,8 @@ class SyncMachine(RuleBasedStateMachine):
 
     @invariant()
     def never_twice(self) -> None:
-        sessions = [r.inputs["edge_session_id"] for r in self.state.runs_of(self.ids.workflow_app_id)]
+        runs = [r for r in self.state.runs_of(self.ids.workflow_app_id) if r.end_user_id is not None]
+        sessions = [r.inputs["edge_session_id"] for r in runs]
         assert len(sessions) == len(set(sessions))
 
     def teardown(self) -> None:
@@ -292,7 +344,9 @@ class SyncMachine(RuleBasedStateMachine):
             assert_settled(self.fake, self.ids.workflow_app_id, self.db, set(self.conversations))
         finally:
             self.agent.client.close()
+            self.operator.client.close()
             self.db.close()
+            self.operator_db.close()
             self.fake.stop()
 
 

@@ -123,6 +123,36 @@ def test_missing_tokenizer_is_refused(tiny_llama: Path, tmp_path: Path) -> None:
     assert not (tmp_path / "x.gguf").exists()
 
 
+@pytest.mark.parametrize(("key", "value"), [("vocab_size", None), ("vocab_size", "49152"), ("hidden_size", 0)])
+def test_config_without_a_usable_size_is_one_clear_line(
+    tiny_llama: Path, tmp_path: Path, key: str, value: object
+) -> None:
+    import json
+    import shutil
+
+    from click.testing import CliRunner
+
+    from quantize.cli import main as quantize_main
+
+    copy = shutil.copytree(tiny_llama, tmp_path / "novocab")
+    config = json.loads((copy / "config.json").read_text())
+    if value is None:
+        del config[key]
+    else:
+        config[key] = value
+    (copy / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UnsupportedModel, match=key):
+        convert_checkpoint(copy, tmp_path / "x.gguf")
+    result = CliRunner().invoke(
+        quantize_main, ["llm", "--checkpoint", str(copy), "--out", str(tmp_path / "out"), "--no-progress"]
+    )
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    error = result.stderr.splitlines()[-1]  # after the pipeline's "converting …" log line
+    assert error.startswith("error: ") and f"'{key}' is " in error and "positive whole number" in error
+    assert "Traceback" not in result.stderr and "KeyError" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 SPM_PROMPTS = [
     "Where is my refund for order 12345?",
     "cancel  my order",
