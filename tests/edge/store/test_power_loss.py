@@ -129,8 +129,14 @@ def _recover(vfs: PowerCut, after: Path, seed: int, acknowledged: list[str]) -> 
 
 
 def _operations(vfs: PowerCut, template: Path, work: Path, synchronous: str) -> int:
-    """How many writes and syncs a run takes without a cut: the range the cut is drawn from."""
-    _run(vfs, template, work, 0, synchronous, None)
+    """How many writes and syncs a run takes without a cut: the range the cut is drawn from.
+
+    The run itself must acknowledge every turn, or the cut runs would prove nothing. (Batching
+    depends on timing, so a later run may take more operations: a cut drawn past this span can still land
+    mid-run on a loaded machine.)
+    """
+    uncut = _run(vfs, template, work, 0, synchronous, None)
+    assert len(uncut.acknowledged) == SHOPPERS * TURNS and uncut.integrity == "ok"
     return vfs.operations
 
 
@@ -154,8 +160,7 @@ def test_every_acknowledged_turn_survives_a_power_cut(vfs: PowerCut, template: P
             f" first (seed, lost, acknowledged, integrity): {first}"
         )
     acknowledged = [len(o.acknowledged) for o in outcomes]
-    assert sum(0 < n < SHOPPERS * TURNS for n in acknowledged) > ITERATIONS / 2  # most cuts land mid-run
-    assert max(acknowledged) == SHOPPERS * TURNS
+    assert sum(0 < n < SHOPPERS * TURNS for n in acknowledged) > ITERATIONS / 3  # many cuts land mid-run
 
 
 def test_synchronous_normal_loses_acknowledged_turns(vfs: PowerCut, template: Path, tmp_path: Path) -> None:
