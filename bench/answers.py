@@ -21,6 +21,21 @@ Scoring (see `score`): a verbatim answer (route `cache`/`curated`) is judged by 
 answer by the `document_name` of its first source; either is right when that label is accepted for the
 turn. `handoff`/`declined` is right only where `handoff` is expected. Latency is the client's wall time per
 turn; these machines are shared and noisy, so treat it as a rough guide (nothing here asserts on it).
+
+With central online (`--central`, opt-in; issue #13): the fake central Dify of `tests/fake_dify` is started
+on loopback (uvicorn in this process), its chat app answering from `bench/answers/central_knowledge.jsonl`
+(one store fact a line: `id`, `language`, `content`; the facts the box's bank lacks), with a modelled
+think time (`--central-first-byte`, `--central-token-delay`). The bench then serves the same cases twice,
+each through the box's *streaming* chat API so the first token is timed: a baseline with escalation off,
+and a run with `KIOSK_ESCALATE=true`, `KIOSK_ESCALATE_ON` (`--escalate-on`), `KIOSK_CENTRAL_URL` and
+`KIOSK_CENTRAL_CHAT_KEY` pointing at the fake (`edge sync once` first, so the box has seen central reachable).
+A turn may name the fact that answers it: `"central": "<fact id>"` (the near-domain questions the bank lacks;
+their `expect` stays `handoff`, which the default run scores as before). In both runs of `--central`, such a
+turn counts as answerable, and it is correct only when the box relayed central's answer (route `central`,
+the fact's text in the answer); a hand-off there is a miss. An answer from central on any other turn is
+wrong. Printed per language: correct answers with and without escalation, escalations, fall-backs by cause,
+and the client's first-token latency p50/p99 of escalated answers (beside the box's own record of central's
+first byte).
 """
 
 from __future__ import annotations
@@ -40,7 +55,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -78,6 +93,7 @@ class Turn:
     query: str
     expect: str
     accept: tuple[str, ...] = ()
+    central: str | None = None  # the id of the central fact that answers it (`--central`), if any
 
     @property
     def expectations(self) -> tuple[str, ...]:
@@ -101,7 +117,12 @@ def load_cases(path: Path) -> list[Case]:
         try:
             raw = json.loads(line)
             turns = tuple(
-                Turn(str(t["query"]), str(t["expect"]), tuple(str(a) for a in t.get("accept", ())))
+                Turn(
+                    str(t["query"]),
+                    str(t["expect"]),
+                    tuple(str(a) for a in t.get("accept", ())),
+                    str(t["central"]) if t.get("central") else None,
+                )
                 for t in raw["turns"]
             )
             case = Case(str(raw["id"]), str(raw["language"]), str(raw["kind"]), turns)
@@ -390,7 +411,16 @@ def chat(client: httpx.Client, query: str, user: str, conversation_id: str) -> t
     return response.status_code, payload, latency_ms
 
 
-def run_cases(server: Server, cases: Sequence[Case], label_map: Mapping[str, str], repeat: int) -> list[TurnResult]:
+def run_cases(
+    server: Server,
+    cases: Sequence[Case],
+    label_map: Mapping[str, str],
+    repeat: int,
+    send: Callable[[httpx.Client, str, str, str], tuple[int, dict[str, Any] | str, float]] | None = None,
+    payloads: list[dict[str, Any] | str | None] | None = None,
+) -> list[TurnResult]:
+    """Every turn, in order; `send` (default: blocking `chat`) sends one; `payloads` collects each turn's reply."""
+    send = send or chat
     total = repeat * sum(len(case.turns) for case in cases)
     results: list[TurnResult] = []
     started = time.perf_counter()
@@ -410,8 +440,9 @@ def run_cases(server: Server, cases: Sequence[Case], label_map: Mapping[str, str
                         turn.expect,
                         tuple(sorted(accepted_labels(turn, label_map))),
                     )
+                    payload: dict[str, Any] | str | None = None
                     try:
-                        status, payload, result.latency_ms = chat(client, turn.query, f"bench-{case.id}", conversation)
+                        status, payload, result.latency_ms = send(client, turn.query, f"bench-{case.id}", conversation)
                     except httpx.HTTPError as exc:
                         server.check_alive()
                         result.error = f"{type(exc).__name__}: {exc}"
@@ -425,6 +456,8 @@ def run_cases(server: Server, cases: Sequence[Case], label_map: Mapping[str, str
                         else:
                             result.error = f"HTTP {status}: {str(payload)[:200]}"
                     results.append(result)
+                    if payloads is not None:
+                        payloads.append(payload)
                     if len(results) % 50 == 0 or len(results) == total:
                         print(f"  {len(results)}/{total} turns, {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return results
@@ -635,6 +668,369 @@ def print_failures(failures: Sequence[TurnResult]) -> None:
             print(f"  [{r.tag}] {one_line(r.query, 70)}\n      expected {wanted}\n      got      {got}")
 
 
+# --- with central online (--central) -------------------------------------------------------------
+
+CENTRAL_KNOWLEDGE = ROOT / "bench" / "answers" / "central_knowledge.jsonl"
+CENTRAL_ROUTE = "central"
+CENTRAL_MIN_SCORE = 0.5  # the fake central answers only when half the question's terms are in a fact
+ESCALATE_ON = ("handoff", "llm", "both")
+REACHABLE_FOR_THE_RUN_S = 86_400.0  # one `edge sync once` probe stands for the whole run
+
+
+@dataclass(frozen=True)
+class Fact:
+    id: str
+    language: str
+    content: str
+
+
+def load_facts(path: Path = CENTRAL_KNOWLEDGE) -> dict[str, Fact]:
+    """Central's knowledge file: one `{"id", "language", "content"}` a line; ids unique."""
+    facts: dict[str, Fact] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+            fact = Fact(str(raw["id"]), str(raw["language"]), str(raw["content"]))
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path}:{number}: not a fact ({type(exc).__name__}: {exc})") from None
+        if fact.id in facts or fact.language not in LANGUAGES or not fact.content.strip():
+            raise ValueError(f"{path}:{number}: a repeated id, an unknown language or no content")
+        facts[fact.id] = fact
+    return facts
+
+
+def check_central_expectations(cases: Iterable[Case], facts: Mapping[str, Fact]) -> None:
+    for case in cases:
+        for turn in case.turns:
+            if turn.central is not None and turn.central not in facts:
+                raise ValueError(f"{case.id}: central fact {turn.central!r} is not in the knowledge file")
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def score_with_central(
+    turn: Turn, accepted: Collection[str], route: str | None, label: str | None, answer: str, facts: Mapping[str, Fact]
+) -> Outcome:
+    """`score`, where central counts: a relayed answer (route `central`) is correct only when the turn names a
+    central fact and the answer carries its text; a hand-off where central knew the answer is a miss."""
+    if route == CENTRAL_ROUTE:
+        fact = facts.get(turn.central) if turn.central else None
+        return Outcome.CORRECT if fact is not None and _flat(fact.content) in _flat(answer) else Outcome.WRONG
+    outcome = score(accepted, route, label)
+    return Outcome.MISSED if turn.central is not None and outcome is Outcome.HANDED_OFF else outcome
+
+
+@dataclass
+class CentralTurn:
+    """What the `--central` runs add to a turn: the client's first token, and the box's record of central."""
+
+    result: TurnResult
+    turn: Turn
+    first_token_ms: float | None = None
+    escalation: str | None = None  # the box's `messages.escalation`: None, `answered`, `fallback:<cause>`
+    central_first_byte_ms: float | None = None
+
+
+def chat_streaming(
+    client: httpx.Client, query: str, user: str, conversation_id: str
+) -> tuple[int, dict[str, Any] | str, float]:
+    """`chat`, streamed: the payload also carries `first_token_ms` (the first non-empty `message` chunk)."""
+    body = {
+        "query": query,
+        "user": user,
+        "inputs": {},
+        "response_mode": "streaming",
+        "conversation_id": conversation_id,
+    }
+    started = time.perf_counter()
+    first_token_ms: float | None = None
+    parts: list[str] = []
+    payload: dict[str, Any] = {}
+    with client.stream("POST", "/v1/chat-messages", json=body) as response:
+        if response.status_code != 200:
+            response.read()
+            return response.status_code, response.text, (time.perf_counter() - started) * 1000.0
+        for line in response.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            event = json.loads(line[5:])
+            payload.setdefault("message_id", event.get("message_id"))
+            payload.setdefault("conversation_id", event.get("conversation_id"))
+            if event.get("event") == "message" and event.get("answer"):
+                if first_token_ms is None:
+                    first_token_ms = (time.perf_counter() - started) * 1000.0
+                parts.append(str(event["answer"]))
+            elif event.get("event") == "error":
+                return 500, f"error event: {event.get('code')}: {event.get('message')}", 0.0
+    payload.update(answer="".join(parts), first_token_ms=first_token_ms)
+    return 200, payload, (time.perf_counter() - started) * 1000.0
+
+
+def escalation_settings() -> tuple[str, ...]:
+    """The runtime's escalation settings (issue #13), by field name; an error when they do not exist yet."""
+    from edge.settings import Settings
+
+    wanted = ("escalate", "escalate_on", "central_chat_key", "escalate_first_byte_s", "escalate_reachable_s")
+    fields = tuple(name for name in wanted if name in Settings.model_fields)
+    if fields[:3] != wanted[:3]:
+        raise RuntimeError(f"edge.settings has no escalation settings ({', '.join(wanted[:3])}): --central needs them")
+    return fields
+
+
+@contextlib.contextmanager
+def fake_central(
+    facts: Iterable[Fact], first_byte_s: float, token_delay_s: float
+) -> Iterator[tuple[Any, str, frozenset[str]]]:
+    """The fake central Dify on a loopback port, its chat app over the facts (one document each, named by the
+    fact's id); yields the live server, the chat app's key and central's "I do not know" answers."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))  # the fake lives in tests/
+    from tests.fake_dify.demo import seed_chat
+    from tests.fake_dify.live import LiveFakeDify
+    from tests.fake_dify.routes_chat import NO_ANSWER, NO_ANSWER_ZH
+    from tests.fake_dify.state import FakeDifyState
+
+    state = FakeDifyState(seed=13)
+    chat_app = seed_chat(state, [{"title": fact.id, "content": fact.content} for fact in facts])
+    with LiveFakeDify(state, token_delay=token_delay_s, chat_min_score=CENTRAL_MIN_SCORE) as server:
+        if first_byte_s > 0:
+            server.faults.first_byte(first_byte_s, times=None)
+        yield server, chat_app.key, frozenset({NO_ANSWER, NO_ANSWER_ZH})
+
+
+def sync_probe(data_dir: Path, env: Mapping[str, str]) -> str:
+    """`edge sync once` on the box's data directory: the probe records central online, as the agent would."""
+    done = subprocess.run(
+        [sys.executable, "-m", "edge", "sync", "once"],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"`edge sync once` failed ({done.returncode}): {done.stderr[-1500:]}")
+    return " ".join(done.stdout.split())
+
+
+def run_central_pass(
+    name: str,
+    args: argparse.Namespace,
+    cases: Sequence[Case],
+    label_map: Mapping[str, str],
+    facts: Mapping[str, Fact],
+    data_dir: Path,
+    extra_env: Mapping[str, str],
+) -> list[CentralTurn]:
+    """One server run of the cases through the streaming API, judged with central counted."""
+    bundle = args.bundle.resolve()
+    print(f"\n[{name}] starting the box")
+    payloads: list[dict[str, Any] | str | None] = []
+    with running_server(bundle, data_dir, extra_env, args.start_timeout) as server:
+        print(f"[{name}] server ready in {server.seconds_to_ready:.1f} s; {wait_seeded(server, args.start_timeout)}")
+        if extra_env.get("KIOSK_ESCALATE") == "true":
+            env = server_env(bundle, data_dir, server.port, server.key, extra_env)
+            print(f"[{name}] sync probe: {sync_probe(data_dir, env)}")
+        results = run_cases(server, cases, label_map, args.repeat, chat_streaming, payloads)
+    judge(results, server.database)
+    turns = [turn for _ in range(args.repeat) for case in cases for turn in case.turns]
+    rows = [CentralTurn(r, t) for r, t in zip(results, turns, strict=True)]
+    for row, payload in zip(rows, payloads, strict=True):
+        if isinstance(payload, dict):
+            row.first_token_ms = payload.get("first_token_ms")
+    with contextlib.closing(read_only(server.database)) as db:
+        columns = {c[1] for c in db.execute("PRAGMA table_info(messages)")}
+        for row in rows:
+            r = row.result
+            if r.message_id is not None and {"escalation", "central_first_byte_ms"} <= columns:
+                found = db.execute(
+                    "SELECT escalation, central_first_byte_ms FROM messages WHERE id = ?", (r.message_id,)
+                ).fetchone()
+                if found is not None:
+                    row.escalation, row.central_first_byte_ms = found
+            if r.message_id is not None and r.route is not None:  # judged: the box recorded the turn
+                r.outcome = score_with_central(row.turn, r.accepted, r.route, r.label, r.answer, facts)
+    return rows
+
+
+def central_summary(
+    baseline: Sequence[CentralTurn], escalated: Sequence[CentralTurn], no_answers: Collection[str] = ()
+) -> dict[str, Any]:
+    """One language's figures: the same turns without and with escalation (`no_answers`: central's "I do not
+    know" texts, counted apart among the relayed answers)."""
+
+    def answerable(row: CentralTurn) -> bool:
+        return row.result.answerable or row.turn.central is not None
+
+    def correct(rows: Sequence[CentralTurn]) -> int:
+        return sum(1 for row in rows if answerable(row) and row.result.outcome is Outcome.CORRECT)
+
+    total = sum(1 for row in baseline if answerable(row))
+    relayed = [row for row in escalated if row.result.route == CENTRAL_ROUTE]
+    fallbacks = Counter(
+        row.escalation.partition(":")[2] for row in escalated if (row.escalation or "").startswith("fallback:")
+    )
+    first_tokens = [row.first_token_ms for row in relayed if row.first_token_ms is not None]
+    local_first = [
+        row.first_token_ms for row in escalated if row.result.route != CENTRAL_ROUTE and row.first_token_ms is not None
+    ]
+    central_bytes = [row.central_first_byte_ms for row in relayed if row.central_first_byte_ms is not None]
+    return {
+        "turns": len(baseline),
+        "answerable_turns": total,
+        "central_only_turns": sum(1 for row in baseline if row.turn.central is not None),
+        "correct_without_escalation": correct(baseline),
+        "correct_without_escalation_pct": pct(correct(baseline), total),
+        "correct_with_escalation": correct(escalated),
+        "correct_with_escalation_pct": pct(correct(escalated), total),
+        "escalated_answers": len(relayed),
+        "escalated_correct": sum(1 for row in relayed if row.result.outcome is Outcome.CORRECT),
+        "escalated_no_answer": sum(1 for row in relayed if _flat(row.result.answer) in no_answers),
+        "escalation_fallbacks": sum(fallbacks.values()),
+        "fallback_causes": dict(sorted(fallbacks.items())),
+        "wrong_without_escalation": sum(1 for row in baseline if row.result.outcome is Outcome.WRONG),
+        "wrong_with_escalation": sum(1 for row in escalated if row.result.outcome is Outcome.WRONG),
+        "errors_with_escalation": sum(1 for row in escalated if row.result.outcome is Outcome.ERROR),
+        "escalated_first_token_p50_ms": percentile(first_tokens, 50),
+        "escalated_first_token_p99_ms": percentile(first_tokens, 99),
+        "local_first_token_p50_ms": percentile(local_first, 50),
+        "local_first_token_p99_ms": percentile(local_first, 99),
+        "central_first_byte_p50_ms": percentile(central_bytes, 50),
+        "central_first_byte_p99_ms": percentile(central_bytes, 99),
+    }
+
+
+CENTRAL_ROWS = (
+    ("turns", "turns"),
+    ("answerable turns (box or central)", "answerable_turns"),
+    ("  of them only central knows", "central_only_turns"),
+    ("answered correctly without escalation, n", "correct_without_escalation"),
+    ("answered correctly without escalation, %", "correct_without_escalation_pct"),
+    ("answered correctly with escalation, n", "correct_with_escalation"),
+    ("answered correctly with escalation, %", "correct_with_escalation_pct"),
+    ("escalated answers relayed, n", "escalated_answers"),
+    ("  of them correct", "escalated_correct"),
+    ("  of them central's \"I don't know\"", "escalated_no_answer"),
+    ("escalations that fell back, n", "escalation_fallbacks"),
+    ("answered wrongly without / with escalation", "wrong_pair"),
+    ("errors with escalation", "errors_with_escalation"),
+    ("first token, escalated answers p50 / p99, ms", "escalated_first_token"),
+    ("first token, local answers p50 / p99, ms", "local_first_token"),
+    ("central's first byte at the box p50 / p99, ms", "central_first_byte"),
+)
+
+
+def central_report(
+    baseline: Sequence[CentralTurn], escalated: Sequence[CentralTurn], no_answers: Collection[str] = ()
+) -> dict[str, Any]:
+    languages = [lang for lang in LANGUAGES if any(row.result.language == lang for row in baseline)]
+    figures = {
+        lang: central_summary(
+            [row for row in baseline if row.result.language == lang],
+            [row for row in escalated if row.result.language == lang],
+            no_answers,
+        )
+        for lang in languages
+    }
+
+    def cell(figure: dict[str, Any], key: str) -> object:
+        if key == "wrong_pair":
+            return f"{figure['wrong_without_escalation']} / {figure['wrong_with_escalation']}"
+        if key in ("escalated_first_token", "local_first_token", "central_first_byte"):
+            return f"{fmt(figure[key + '_p50_ms'])} / {fmt(figure[key + '_p99_ms'])}"
+        return figure[key]
+
+    print_table(
+        "With central online: the same turns without and with escalation (streaming client)",
+        ("figure", *languages),
+        [(name, *(cell(figures[lang], key) for lang in languages)) for name, key in CENTRAL_ROWS],
+    )
+    for lang in languages:
+        if figures[lang]["fallback_causes"]:
+            causes = ", ".join(f"{cause} {n}" for cause, n in figures[lang]["fallback_causes"].items())
+            print(f"  {lang} fall-backs by cause: {causes}")
+    misses = [
+        row.result
+        for row in escalated
+        if (row.turn.central is not None or row.result.route == CENTRAL_ROUTE)
+        and row.result.outcome is not Outcome.CORRECT
+    ]
+    print(f"\nCentral-related turns not answered correctly with escalation: {len(misses)}")
+    for r in misses:
+        print(f"  [{r.tag}] {one_line(r.query, 70)}\n      got {r.route}: «{one_line(r.answer, 70)}»")
+    return {"summary": figures, "central_misses": [failure_record(r) for r in misses]}
+
+
+def run_central(args: argparse.Namespace, cases: Sequence[Case], label_map: Mapping[str, str]) -> None:
+    facts = load_facts(args.central_knowledge)
+    check_central_expectations(cases, facts)
+    fields = escalation_settings()
+    extra_env = parse_env(args.env)
+    started = time.perf_counter()
+    print(f"answer quality with central online: {len(cases)} cases x {args.repeat}, {len(facts)} central facts")
+    with contextlib.ExitStack() as stack:
+        if args.data_dir is None:
+            root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-answers-central-")))
+        else:
+            root = args.data_dir.resolve()
+            if root.exists() and any(root.iterdir()):
+                raise SystemExit(f"--data-dir {root} is not empty: the bench needs a fresh data directory")
+        central, key, no_answers = stack.enter_context(
+            fake_central(facts.values(), args.central_first_byte, args.central_token_delay)
+        )
+        print(f"fake central on {central.api_url} (first byte {args.central_first_byte} s)")
+        baseline = run_central_pass("baseline", args, cases, label_map, facts, root / "baseline", extra_env)
+        escalate_env = {
+            **extra_env,
+            "KIOSK_CENTRAL_URL": central.api_url,
+            "KIOSK_ESCALATE": "true",
+            "KIOSK_ESCALATE_ON": args.escalate_on,
+            "KIOSK_CENTRAL_CHAT_KEY": key,
+        }
+        if "escalate_reachable_s" in fields:
+            escalate_env.setdefault("KIOSK_ESCALATE_REACHABLE_S", str(REACHABLE_FOR_THE_RUN_S))
+        escalated = run_central_pass("escalation", args, cases, label_map, facts, root / "escalation", escalate_env)
+        chat_requests = central.journal.count("POST", "/v1/chat-messages")
+        figures = central_report(baseline, escalated, no_answers)
+        seconds = time.perf_counter() - started
+        print(f"\ncentral received {chat_requests} chat requests; total {seconds:.0f} s")
+        if args.json_out:
+            meta = {
+                "bundle": str(args.bundle.resolve()),
+                "cases_file": str(args.cases),
+                "central_knowledge": str(args.central_knowledge),
+                "language": args.language,
+                "repeat": args.repeat,
+                "escalate_on": args.escalate_on,
+                "central_first_byte_s": args.central_first_byte,
+                "central_token_delay_s": args.central_token_delay,
+                "central_chat_requests": chat_requests,
+                "seconds": seconds,
+            }
+            turns_out = [
+                {
+                    "run": run_name,
+                    **asdict(row.result),
+                    "outcome": row.result.outcome.value,
+                    "central": row.turn.central,
+                    "first_token_ms": row.first_token_ms,
+                    "escalation": row.escalation,
+                    "central_first_byte_ms": row.central_first_byte_ms,
+                }
+                for run_name, rows in (("baseline", baseline), ("escalation", escalated))
+                for row in rows
+            ]
+            document = {"meta": meta, **figures, "turns": turns_out}
+            args.json_out.write_text(json.dumps(document, ensure_ascii=False, indent=1), encoding="utf-8")
+            print(f"figures written to {args.json_out}")
+
+
 # --- main -------------------------------------------------------------------------------------------
 
 
@@ -663,6 +1059,14 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, help="keep the server's data here (default: a temporary dir)")
     parser.add_argument("--env", action="append", default=[], help="extra server setting KIOSK_NAME=value")
     parser.add_argument("--start-timeout", type=float, default=180.0, help="seconds to wait for /readyz 200")
+    central = parser.add_argument_group("with central online (issue #13)")
+    central.add_argument(
+        "--central", action="store_true", help="run twice against a fake central: escalation off, then on"
+    )
+    central.add_argument("--central-knowledge", type=Path, default=CENTRAL_KNOWLEDGE, help="central's facts (JSONL)")
+    central.add_argument("--escalate-on", choices=ESCALATE_ON, default="handoff", help="KIOSK_ESCALATE_ON")
+    central.add_argument("--central-first-byte", type=float, default=0.5, help="central's think time, seconds")
+    central.add_argument("--central-token-delay", type=float, default=0.02, help="seconds between central's chunks")
     args = parser.parse_args()
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
@@ -683,6 +1087,9 @@ def run(args: argparse.Namespace) -> None:
     for case in cases:  # an unmapped faq: fails here, before a server is started
         for turn in case.turns:
             accepted_labels(turn, label_map)
+    if args.central:
+        run_central(args, cases, label_map)
+        return
     bundle = args.bundle.resolve()
     extra_env = parse_env(args.env)
     started = time.perf_counter()

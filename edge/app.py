@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import ExitStack, asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,12 +19,16 @@ from edge.api.errors import OPENAI_PATHS, PayloadTooLarge, dify_openapi, envelop
 from edge.api.hosts import HostCheck
 from edge.assistant.bank import BankView, missing_variables
 from edge.assistant.cache import AnswerCache
+from edge.assistant.escalation import Escalator
 from edge.assistant.pipeline import Assistant
 from edge.assistant.policy import Decision, GroundingLimits
 from edge.assistant.recorder import TurnRecorder
 from edge.assistant.retrieval import RetrievalConfig, Retriever
 from edge.assistant.routing import Router, RoutingConfig, thresholds_from
 from edge.bundle import Bundle, load_bundle
+from edge.central.breaker import Breaker
+from edge.central.chat import CentralChat
+from edge.central.reachability import Reachability
 from edge.inference.llm import LlmEngine
 from edge.inference.loader import Models, load_models
 from edge.metrics import Metrics, RequestMetrics
@@ -77,7 +82,9 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-def _load(app: FastAPI, settings: Settings, bundle: Bundle | None, closing: ExitStack) -> None:
+def _load(
+    app: FastAPI, settings: Settings, bundle: Bundle | None, closing: ExitStack, central: httpx.AsyncClient | None
+) -> None:
     """Open everything the assistant needs; each resource is registered on `closing` as soon as it is
     open, so a failure half-way (or the shutdown) closes exactly what was opened, in reverse order."""
     if bundle is None:
@@ -141,7 +148,9 @@ def _load(app: FastAPI, settings: Settings, bundle: Bundle | None, closing: Exit
         )
     router = Router(models.classifier, retriever, bank, cache, settings.store_variables, routing)
     recorder = TurnRecorder(conversations, writer, app.state.metrics)
-    app.state.assistant = Assistant(settings, router, llm, conversations, recorder)
+    escalator = _escalator(settings, central, sync_state, conversations, app.state.metrics)
+    app.state.escalator = escalator
+    app.state.assistant = Assistant(settings, router, llm, conversations, recorder, escalator)
     if retriever is not None:
         # Seeds (and segments left by an older embedder) are embedded after start-up, so the box is ready
         # at once; until a segment has its vector it is simply not found.
@@ -150,6 +159,40 @@ def _load(app: FastAPI, settings: Settings, bundle: Bundle | None, closing: Exit
         indexer.start()
         closing.callback(indexer.join, 10.0)  # never free the embedder under a running inference
         closing.callback(stop.set)
+
+
+def _escalator(
+    settings: Settings,
+    central: httpx.AsyncClient | None,
+    sync_state: SyncState,
+    conversations: ConversationStore,
+    metrics: Metrics,
+) -> Escalator | None:
+    """Live escalation to central, when the setting is on (then the client exists and the key is set)."""
+    if central is None or settings.central_chat_key is None:
+        return None
+    chat = CentralChat(
+        central,
+        settings.central_chat_key.get_secret_value(),
+        first_byte_s=settings.escalate_first_byte_s,
+        idle_s=settings.escalate_idle_s,
+    )
+    breaker = Breaker(settings.escalate_breaker_failures, settings.escalate_breaker_cooldown_s)
+    reachability = Reachability(sync_state, settings.escalate_reachable_s, settings.escalate_breaker_cooldown_s)
+    return Escalator(settings, chat, breaker, reachability, conversations, metrics)
+
+
+def _central_client(settings: Settings, transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient | None:
+    """The one connection pool to central's chat app; only when escalation is on. Deadlines are the chat
+    client's (first byte, idle); here only connecting is bounded."""
+    if not settings.escalate:
+        return None
+    return httpx.AsyncClient(
+        base_url=settings.central_url,
+        transport=transport,
+        timeout=httpx.Timeout(None, connect=settings.escalate_first_byte_s),
+        follow_redirects=False,
+    )
 
 
 def _routing_config(settings: Settings, models: Models) -> RoutingConfig:
@@ -182,21 +225,29 @@ def _retriever(
     return Retriever(knowledge, models.embedder, models.embedder_id, config)
 
 
-def create_app(settings: Settings, bundle: Bundle | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, bundle: Bundle | None = None, central_transport: httpx.AsyncBaseTransport | None = None
+) -> FastAPI:
     """`bundle`: one the caller already loaded and verified (`edge serve` does, to fail with a clear
-    message before uvicorn starts), so start-up does not hash every file a second time."""
+    message before uvicorn starts), so start-up does not hash every file a second time.
+    `central_transport`: how escalated questions reach central (tests hand in the fake's); default: the network."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         started = time.perf_counter()
-        with ExitStack() as closing:
-            _load(app, settings, bundle, closing)
-            app.state.ready = True
-            app.state.log.info("ready", extra={"seconds_to_ready": round(time.perf_counter() - started, 3)})
-            try:
-                yield
-            finally:
-                app.state.ready = False
+        central = _central_client(settings, central_transport)
+        try:
+            with ExitStack() as closing:
+                _load(app, settings, bundle, closing, central)
+                app.state.ready = True
+                app.state.log.info("ready", extra={"seconds_to_ready": round(time.perf_counter() - started, 3)})
+                try:
+                    yield
+                finally:
+                    app.state.ready = False
+        finally:
+            if central is not None:
+                await central.aclose()
 
     # /docs and /redoc load Swagger UI and ReDoc from a CDN: blank on an offline box, so off unless asked for.
     docs = settings.api_docs
@@ -215,6 +266,7 @@ def create_app(settings: Settings, bundle: Bundle | None = None) -> FastAPI:
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
     app.state.metrics = Metrics()
     app.state.kiosk = None  # the kiosk page's sessions and assets, once the lifespan runs
+    app.state.escalator = None  # live escalation to central, once the lifespan runs (when on)
     install_error_handlers(app)
     app.openapi = lambda: dify_openapi(app)  # type: ignore[method-assign]
     app.include_router(ops.router)

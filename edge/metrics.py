@@ -100,6 +100,33 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
         )
 
+        self.central_escalations = Counter(
+            "kiosk_central_escalations_total",
+            "Questions forwarded to central live, by outcome: answered by central, or fallback to the local answer.",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.central_fallbacks = Counter(
+            "kiosk_central_fallbacks_total",
+            "Escalations answered locally instead, by cause (timeout, status_429, status_4xx, status_5xx, "
+            "error_event, dropped, malformed, unreachable).",
+            ["cause"],
+            registry=self.registry,
+        )
+        self.central_skipped = Counter(
+            "kiosk_central_skipped_total",
+            "Questions that would escalate but were answered locally without asking central: `unreachable` (no "
+            "recent success) or `circuit_open` (repeated failures).",
+            ["why"],
+            registry=self.registry,
+        )
+        self.central_first_byte = Histogram(
+            "kiosk_central_first_byte_seconds",
+            "Time from forwarding a question to central's first answer text.",
+            registry=self.registry,
+            buckets=LATENCY_BUCKETS,
+        )
+
     def observe_answer(
         self, route: str, intent: str | None, seconds: float, generation: Any | None, language: str = "en"
     ) -> None:

@@ -15,7 +15,7 @@ from edge.language import DEFAULT_LANGUAGE, LANGUAGES
 
 PLACEHOLDER_MARKERS = ("change-me", "changeme", "placeholder", "example")
 JSON_FORMS = {list: 'a JSON list, e.g. ["first", "second"]', dict: 'a JSON object, e.g. {"name": "value"}'}
-PLAIN_TEXT_FOR_EVERY_LANGUAGE = ("opening_statement", "handoff_message", "decline_message")
+PLAIN_TEXT_FOR_EVERY_LANGUAGE = ("opening_statement", "handoff_message", "decline_message", "central_broke_message")
 
 
 def json_container(annotation: Any) -> type | None:
@@ -327,6 +327,63 @@ class Settings(BaseSettings):
         "until then the record is waited for, never sent again.",
     )
 
+    # --- live escalation to central (issue #13) --------------------------------------------------
+    escalate: bool = Field(
+        default=False,
+        description="Forward questions the box would hand off (or give to its LLM, see KIOSK_ESCALATE_ON) to "
+        "central's chat app live, while central is reachable, and relay its answer; any failure falls back to "
+        "the local answer in the same request. Off: nothing leaves the store while a shopper waits. On: the "
+        "question, the shopper's language and the conversation's earlier local turns go to central.",
+    )
+    escalate_on: Literal["handoff", "llm", "both"] = Field(
+        default="handoff",
+        description="Which local outcomes escalate: `handoff` (the box would call staff), `llm` (it would "
+        "generate locally), or `both`. A hand-off the shopper asked for with the staff button never does.",
+    )
+    central_chat_key: SecretStr | None = Field(
+        default=None,
+        description="App key of central's chat app that answers escalated questions (its own key, not the "
+        "sync agent's). Only the runtime holds it, and only when KIOSK_ESCALATE is on.",
+    )
+    escalate_first_byte_s: float = Field(
+        default=3.0,
+        gt=0,
+        le=60,
+        description="Longest wait for the first answer text from central before answering locally instead.",
+    )
+    escalate_idle_s: float = Field(
+        default=15.0,
+        gt=0,
+        le=120,
+        description="Longest silence (pings included) in central's stream once it has started, before the box "
+        "says the connection broke and finishes locally (Dify pings every 10 s).",
+    )
+    escalate_reachable_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="Central counts as reachable when the newer of the sync agent's last probe and the box's own "
+        "last call succeeded within this many seconds. The agent seeing central offline stops escalation until "
+        "it (or the box) sees central again; with no recent signal (no sync agent), one question per breaker "
+        "cool-down tries.",
+    )
+    escalate_breaker_failures: int = Field(
+        default=3,
+        ge=1,
+        description="Consecutive failed escalations after which the box stops asking central for a while.",
+    )
+    escalate_breaker_cooldown_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long the box stops asking central after repeated failures; then one question probes it.",
+    )
+    central_broke_message: dict[str, str] = Field(
+        default_factory=lambda: {
+            "en": "\n\n(The connection to our central service broke; here is what I can tell you locally:)\n\n",
+            "zh": "\n\n（与总部服务的连接中断了；以下是本机能提供的答复：）\n\n",
+        },
+        description="Said when central's answer stops half-way, before the local answer or hand-off, per language.",
+    )
+
     # --- retention and disk -----------------------------------------------------------------------
     retention_days: int = Field(
         default=90,
@@ -369,7 +426,7 @@ class Settings(BaseSettings):
                 decoded[name] = text if isinstance(text, str) else value  # plain text serves every language
         return decoded
 
-    @field_validator("opening_statement", "handoff_message", "decline_message", mode="before")
+    @field_validator("opening_statement", "handoff_message", "decline_message", "central_broke_message", mode="before")
     @classmethod
     def _text_for_every_language(cls, value: object) -> object:
         """A plain string serves every language (older settings files hold one)."""
@@ -385,13 +442,20 @@ class Settings(BaseSettings):
         messages: dict[str, str] = getattr(self, name)
         return messages.get(language) or messages.get(DEFAULT_LANGUAGE) or next(iter(messages.values()), "")
 
-    @field_validator("central_app_key", "central_dataset_key", "central_ingest_key")
+    @field_validator("central_app_key", "central_dataset_key", "central_ingest_key", "central_chat_key")
     @classmethod
     def _refuse_placeholder_central_keys(cls, key: SecretStr | None) -> SecretStr | None:
         """A placeholder left in a Secret would only show up as 401s and a stopped stream: refuse it at start."""
         if key is not None and any(marker in key.get_secret_value().lower() for marker in PLACEHOLDER_MARKERS):
             raise ValueError("central keys must be the real keys from Dify, not a placeholder")
         return key
+
+    @model_validator(mode="after")
+    def _escalation_needs_central(self) -> Settings:
+        """Escalation on without central's URL and chat key could only ever fall back: refuse it at start."""
+        if self.escalate and (not self.central_url or self.central_chat_key is None):
+            raise ValueError("KIOSK_ESCALATE needs KIOSK_CENTRAL_URL and KIOSK_CENTRAL_CHAT_KEY")
+        return self
 
     @field_validator("app_keys")
     @classmethod

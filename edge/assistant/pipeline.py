@@ -12,17 +12,20 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from edge.assistant.escalation import Attempt, Escalator
 from edge.assistant.faithfulness import Evidence
 from edge.assistant.policy import Decision, Reason, Route
 from edge.assistant.prompts import build_messages
 from edge.assistant.recorder import Finished, Turn, TurnRecorder
 from edge.assistant.routing import Router
+from edge.central.chat import CentralFailed
 from edge.errors import BadInput, Busy
 from edge.inference.intent import Understanding
 from edge.inference.llm import Draining, Generation, LlmEngine, QueueFull
@@ -65,7 +68,18 @@ class Prepared:
     generation: Generation | None = None
     evidence: Evidence | None = None  # what a generated answer may state
     new_conversation: dict[str, Any] | None = None  # set when this turn opens the conversation
+    escalation: Attempt | None = None  # set when central is asked first (the local decision is the fallback)
     created_at: int = field(default_factory=lambda: int(time.time()))  # the message's, as Started reports it
+
+
+class Relay:
+    """An escalated answer being relayed, as `/stop` sees it: stopping ends the relay after the current chunk."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def cancel(self) -> None:
+        self.stopped = True
 
 
 def wants_handoff(inputs: dict[str, Any]) -> bool:
@@ -93,13 +107,15 @@ class Assistant:
         llm: LlmEngine | None,
         conversations: ConversationStore,
         recorder: TurnRecorder,
+        escalator: Escalator | None = None,
     ) -> None:
         self.settings = settings
         self.router = router
         self.llm = llm
         self.conversations = conversations
         self.recorder = recorder
-        self.tasks: dict[str, tuple[str, Generation]] = {}
+        self.escalator = escalator  # None: escalation off (the default)
+        self.tasks: dict[str, tuple[str, Generation | Relay]] = {}
 
     def clean_query(self, query: str) -> str:
         cleaned = normalise(query.replace("\x00", ""))
@@ -149,13 +165,21 @@ class Assistant:
         prepared = Prepared(
             conversation, routed.decision, routed.language, routed.understanding, new_conversation=new_conversation
         )
-        if routed.decision.route is Route.LLM:
-            if self.llm is None:
-                prepared.decision = Decision(Route.HANDOFF, reason=Reason.NO_LLM)
+        if routed.decision.route is Route.LLM and self.llm is None:
+            prepared.decision = Decision(Route.HANDOFF, reason=Reason.NO_LLM)
+        if self.escalator is not None and self.escalator.escalates(prepared.decision):
+            # The local LLM starts only if central fails: its answer is the fallback, not a race.
+            turns = (await past_turns())[-max(self.settings.history_turns, 1) :]
+            prepared.escalation = await self.escalator.attempt(conversation, new_conversation is not None, turns)
+            if prepared.escalation is not None:
                 return prepared
-            turns = (await past_turns())[-self.settings.history_turns :] if self.settings.history_turns else []
-            self._start_generation(prepared, query, turns)
+        if prepared.decision.route is Route.LLM:
+            self._start_generation(prepared, query, await self._llm_turns(past_turns))
         return prepared
+
+    async def _llm_turns(self, past_turns: Callable[[], Awaitable[list[tuple[str, str]]]]) -> list[tuple[str, str]]:
+        """The last turns the LLM sees (`history_turns`; none when it is 0)."""
+        return (await past_turns())[-self.settings.history_turns :] if self.settings.history_turns else []
 
     def _start_generation(self, prepared: Prepared, query: str, turns: list[tuple[str, str]]) -> None:
         assert self.llm is not None
@@ -180,30 +204,73 @@ class Assistant:
         turn = Turn(prepared.conversation_id, user, query, str(uuid.uuid4()), prepared, time.perf_counter())
         task_id = str(uuid.uuid4())
         yield Started(prepared.conversation_id, turn.message_id, task_id, prepared.created_at)
-        generation = prepared.generation
         try:
+            if prepared.escalation is not None:
+                relay = Relay()
+                self.tasks[task_id] = (user, relay)
+                async with aclosing(self._escalated(prepared, query, user, turn)) as texts:
+                    async for text in texts:
+                        turn.parts.append(text)
+                        yield Delta(text)
+                        if relay.stopped:
+                            break
+            generation = prepared.generation
             if generation is not None:
                 self.tasks[task_id] = (user, generation)
                 stream = self._checked(prepared, generation, turn) if self.settings.llm_check else generation.achunks()
                 async for text in stream:
                     turn.parts.append(text)
                     yield Delta(text)
-            else:
+            elif prepared.decision.route is not Route.CENTRAL:
                 turn.parts.append(self._fixed_answer(prepared))
                 yield Delta(turn.parts[-1])
         except Draining as exc:  # queued when shutdown began: say so, as an error event
-            if generation is not None:
-                generation.cancel()
+            if prepared.generation is not None:
+                prepared.generation.cancel()
             self.recorder.record_interrupted(turn, "stopped")
             raise Busy(str(exc), 5) from None
         except BaseException:
-            if generation is not None:
-                generation.cancel()
+            if prepared.generation is not None:
+                prepared.generation.cancel()
             self.recorder.record_interrupted(turn, "stopped")
             raise
         finally:
             self.tasks.pop(task_id, None)
         yield await self.recorder.record(turn)
+
+    async def _escalated(self, prepared: Prepared, query: str, user: str, turn: Turn) -> AsyncIterator[str]:
+        """Central's answer; on failure, nothing more (before any text) or a short notice (after some), and
+        the local decision set up to answer as it would have without escalation: never two answers glued
+        together silently."""
+        attempt = prepared.escalation
+        assert attempt is not None and self.escalator is not None
+        shown = False
+        try:
+            async with aclosing(self.escalator.stream(attempt, query, user, prepared.language)) as texts:
+                async for text in texts:
+                    shown = True
+                    yield text
+        except CentralFailed:
+            turn.central = attempt.record()
+            if shown:
+                yield self.settings.text("central_broke_message", prepared.language)
+            if prepared.decision.route is Route.LLM:
+                try:
+                    history = attempt.turns[-self.settings.history_turns :] if self.settings.history_turns else []
+                    self._start_generation(prepared, query, history)
+                except Busy:  # the shopper has waited already: a hand-off, not an error
+                    sources = prepared.decision.sources
+                    prepared.decision = Decision(Route.HANDOFF, sources=sources, reason=Reason.NO_LLM)
+            return
+        except GeneratorExit:  # stopped (`/stop`) or the shopper left while central's text was shown
+            if shown:
+                self._answered_by_central(prepared, turn, attempt)
+            raise
+        self._answered_by_central(prepared, turn, attempt)
+
+    def _answered_by_central(self, prepared: Prepared, turn: Turn, attempt: Attempt) -> None:
+        turn.central = attempt.record()
+        prepared.decision = replace(prepared.decision, route=Route.CENTRAL, answer=None, label=None, sources=[])
 
     def _fixed_answer(self, prepared: Prepared) -> str:
         decision = prepared.decision

@@ -37,6 +37,7 @@ class Route(StrEnum):
     LLM = "llm"
     HANDOFF = "handoff"
     DECLINED = "declined"
+    CENTRAL = "central"  # escalated: central Dify answered live (issue #13)
 
 
 class Reason(StrEnum):

@@ -50,6 +50,7 @@ class Turn:
     started: float
     parts: list[str] = field(default_factory=list)
     unsupported: tuple[str, ...] = ()  # facts a rejected generation stated that its grounding lacks
+    central: dict[str, Any] | None = None  # an escalated turn: central's ids and latency, or why it fell back
 
 
 class TurnRecorder:
@@ -113,6 +114,7 @@ class TurnRecorder:
             message_id=turn.message_id,
             language=prepared.language,
             reason=decision.reason.value,
+            central=turn.central,
         )
         return Finished(
             message,
@@ -146,6 +148,7 @@ class TurnRecorder:
                 "reason": prepared.decision.reason.value,
                 "language": prepared.language,
                 "latency_ms": finished.latency_s * 1000,
+                **({"escalation": turn.central.get("escalation")} if turn.central else {}),
             },
         )
 

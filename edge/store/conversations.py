@@ -28,6 +28,8 @@ from edge.store.outbox import Outbox
 
 SORT_FIELDS = {"created_at", "updated_at"}
 RATINGS = {"like", "dislike"}
+# What an escalated turn records about central (migration 10); `record_turn(central=...)`.
+CENTRAL_FIELDS = ("central_message_id", "central_conversation_id", "central_first_byte_ms", "escalation")
 _MESSAGE_SELECT = """SELECT m.*, c.inputs AS conversation_inputs, f.rating AS feedback_rating
     FROM messages m JOIN conversations c ON c.id = m.conversation_id
     LEFT JOIN feedback f ON f.message_id = m.id AND f.user = m.user"""
@@ -187,12 +189,17 @@ class ConversationStore:
         message_id: str | None = None,
         language: str | None = None,
         reason: str | None = None,
+        central: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Store one answered turn together with its outbox row: a turn never exists without it.
 
         `new_conversation` (its `inputs`, optionally `name`): the turn opens `conversation_id`, created in
         the same transaction -- one write per first question instead of two, and never a conversation
         without its first turn.
+
+        `central` (escalated turns): `escalation` (`answered` or `fallback:<cause>`) and, when central
+        answered, its `central_message_id`, `central_conversation_id` and `central_first_byte_ms`; the
+        local conversation's mapping to central's is kept in the same transaction.
         """
         message_id = message_id or str(uuid.uuid4())
         row = {
@@ -213,6 +220,7 @@ class ConversationStore:
             "created_at": self._now() if created_at is None else created_at,
             "language": language,
             "reason": reason,
+            **{key: (central or {}).get(key) for key in CENTRAL_FIELDS},
         }
         payload_keys = (
             "conversation_id", "user", "query", "answer", "route", "intent", "confidence", "created_at", "language",
@@ -246,8 +254,24 @@ class ConversationStore:
             self.db.execute(
                 "UPDATE conversations SET updated_at = ? WHERE id = ?", [row["created_at"], conversation_id]
             )
+            if row["central_conversation_id"]:
+                self.db.execute(
+                    "INSERT INTO central_conversations (conversation_id, central_conversation_id, updated_at)"
+                    " VALUES (?, ?, ?) ON CONFLICT (conversation_id) DO UPDATE SET"
+                    " central_conversation_id = excluded.central_conversation_id, updated_at = excluded.updated_at",
+                    [conversation_id, row["central_conversation_id"], row["created_at"]],
+                )
             self._outbox.enqueue("turn", message_id, payload)
         return _message_item({**row, "conversation_inputs": json.dumps(inputs), "feedback_rating": None})
+
+    def central_conversation(self, conversation_id: str) -> str | None:
+        """Central's conversation that continues this local one (escalated follow-ups stay in it)."""
+        with self._lock:
+            row = self.db.execute(
+                "SELECT central_conversation_id FROM central_conversations WHERE conversation_id = ?",
+                [conversation_id],
+            ).fetchone()
+        return row[0] if row else None
 
     def messages(
         self, conversation_id: str, user: str, first_id: str | None, limit: int

@@ -260,6 +260,22 @@ def m009_retention_indexes(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX idx_outbox_ref ON outbox (ref)")
 
 
+def m010_central_escalation(db: sqlite_utils.Database) -> None:
+    """Live escalation (issue #13): which central conversation continues each local one, and per turn what
+    central answered with (its message and conversation ids, its first-byte latency) or why it did not."""
+    db.execute(
+        """CREATE TABLE central_conversations (
+            conversation_id TEXT PRIMARY KEY, -- the local conversation
+            central_conversation_id TEXT NOT NULL,
+            updated_at INTEGER
+        )"""
+    )
+    db.execute("ALTER TABLE messages ADD COLUMN central_message_id TEXT")
+    db.execute("ALTER TABLE messages ADD COLUMN central_conversation_id TEXT")
+    db.execute("ALTER TABLE messages ADD COLUMN central_first_byte_ms REAL")
+    db.execute("ALTER TABLE messages ADD COLUMN escalation TEXT")  # NULL: not tried; `answered`; `fallback:<cause>`
+
+
 # Each migration's number is its key in `_migrations`: the next one takes the next number.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, m001_initial),
@@ -271,6 +287,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, m007_cjk_full_text),
     Migration(8, m008_push_leases),
     Migration(9, m009_retention_indexes),
+    Migration(10, m010_central_escalation),
 )
 
 # What releases before version numbers recorded: function names. Frozen on purpose, so a later rename

@@ -54,6 +54,7 @@ _DELETES = (
     "DELETE FROM messages WHERE conversation_id IN ({marks})",
     "DELETE FROM pushed_records WHERE conversation_id IN ({marks})",
     "DELETE FROM conversations WHERE id IN ({marks})",
+    "DELETE FROM central_conversations WHERE conversation_id IN ({marks})",
 )
 
 

@@ -437,7 +437,8 @@ class Pusher:
             rows = list(
                 self.db.query(
                     f"""SELECT m.id, m.user, m.query, m.answer, m.status, m.error, m.route, m.intent, m.confidence,
-                           m.latency_ms, m.prompt_tokens, m.completion_tokens, m.sources, m.created_at
+                           m.latency_ms, m.prompt_tokens, m.completion_tokens, m.sources, m.created_at,
+                           m.escalation, m.central_message_id, m.central_conversation_id
                         FROM outbox o JOIN messages m ON m.id = o.ref
                         WHERE o.id IN ({marks}) AND o.kind = ? ORDER BY m.seq""",
                     [*ids, TURN],
@@ -470,6 +471,7 @@ class Pusher:
                 ],
                 "created_at": row["created_at"],
                 "feedback": _feedback(latest.pop(row["id"], None)),
+                **_escalation(row),
             }
             for row in rows
         ]
@@ -485,6 +487,7 @@ class Pusher:
             "started_at": min(times),
             "ended_at": max(times),
             "handoffs": sum(turn["route"] == "handoff" for turn in turns),
+            "escalated": sum(turn["escalated"] for turn in turns),  # central already holds these answers
             "turns": turns,
             "feedback": later,  # on turns of earlier parts; a `rating` of None revokes
         }
@@ -527,6 +530,19 @@ class Pusher:
             " WHERE conversation_id = ? AND part = ?",
             [status, error, self.clock(), record["conversation_id"], record["part"]],
         )
+
+
+def _escalation(row: dict[str, Any]) -> dict[str, Any]:
+    """An escalated turn is marked, with central's ids, so central's team does not count it twice (central
+    holds that question and answer in its own conversation already); a fallback says why."""
+    escalated = row["escalation"] == "answered"
+    marks: dict[str, Any] = {"escalated": escalated}
+    if escalated:
+        marks["central_message_id"] = row["central_message_id"]
+        marks["central_conversation_id"] = row["central_conversation_id"]
+    elif row["escalation"]:
+        marks["escalation"] = row["escalation"]  # `fallback:<cause>`: central was asked, the box answered
+    return marks
 
 
 def _feedback(item: dict[str, Any] | None) -> dict[str, Any] | None:

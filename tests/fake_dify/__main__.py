@@ -10,7 +10,7 @@ from pathlib import Path
 import uvicorn
 
 from tests.fake_dify.app import create_fake_dify
-from tests.fake_dify.demo import seed_demo
+from tests.fake_dify.demo import seed_chat, seed_demo
 from tests.fake_dify.live import uvicorn_config
 from tests.fake_dify.snapshot import restore
 from tests.fake_dify.state import Clock, FakeDifyState
@@ -31,6 +31,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--older-logs", action="store_true", help="a Dify whose workflow logs ignore the end-user filter"
     )
+    parser.add_argument(
+        "--chat-knowledge",
+        type=Path,
+        help="add a chat app answering from these facts (JSON lines with `content`, and `id` or `title`), "
+        "e.g. bench/answers/central_knowledge.jsonl",
+    )
+    parser.add_argument("--chat-min-score", type=float, default=0.0, help="least query-term overlap of an answer")
     return parser.parse_args(argv)
 
 
@@ -62,6 +69,11 @@ def main(argv: list[str] | None = None) -> None:
     state.knowledge.index_step_seconds = args.index_step
     if args.seed_demo:
         seed_demo(state)
+    if args.chat_knowledge:
+        rows = [
+            json.loads(line) for line in args.chat_knowledge.read_text(encoding="utf-8").splitlines() if line.strip()
+        ]
+        seed_chat(state, [{"title": r.get("title") or r.get("id") or "", "content": r["content"]} for r in rows])
     app = create_fake_dify(
         state,
         ping_interval=args.ping_interval,
@@ -69,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         run_seconds=args.run_seconds,
         run_list_delay=args.list_delay,
         logs_user_filter=not args.older_logs,
+        chat_min_score=args.chat_min_score,
     )
     print(banner(args, state), file=sys.stdout, flush=True)
     uvicorn.Server(uvicorn_config(app, args.host, args.port, log_config=uvicorn.config.LOGGING_CONFIG)).run()

@@ -48,6 +48,7 @@ class FakeDifyConfig:
     run_seconds: float = 0.0  # a workflow run stays `running` this long; a blocking run answers when it ends
     run_list_delay: float = 0.0  # a new workflow run is missing from `GET /workflows/logs` this long
     logs_user_filter: bool = True  # False: a Dify before `created_by_end_user_session_id`/`created_by_account`
+    chat_min_score: float = 0.0  # least share of a chat query's terms a segment must hold to answer it
     control_loopback_only: bool = True
 
 
@@ -63,6 +64,16 @@ class FakeDify:
         self.api.router.redirect_slashes = False
         self.api.state.ctx = Ctx(state, faults, config)
         self.control = control.build(self)
+
+    def configure(self, **settings: Any) -> None:
+        """Change `FakeDifyConfig` fields while the fake serves (unknown names: TypeError; wrong types: ValueError)."""
+        for name, value in settings.items():
+            if not hasattr(self.config, name):
+                raise TypeError(f"unknown fake Dify setting {name!r}")
+            current = getattr(self.config, name)
+            if isinstance(current, bool) != isinstance(value, bool) or not isinstance(value, type(current) | int):
+                raise ValueError(f"{name} must be a {type(current).__name__}")
+            setattr(self.config, name, type(current)(value))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

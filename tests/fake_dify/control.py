@@ -6,12 +6,15 @@ For tests that drive a live fake over HTTP, and for demos with curl:
   POST /_fake/mutations {"op": ..., ...}        edit central (see `mutations.MUTATIONS`)
   POST /_fake/clock {"advance": s, "skew": s}   move or skew the server clock
   GET /_fake/state                              keys, apps, datasets and counts
+  GET /_fake/chat                               chat requests received, and each conversation's queries
+  GET/PATCH /_fake/config                       the fake's settings (`FakeDifyConfig`), changeable live
   GET /_fake/snapshot                           every row, as JSON (`snapshot.restore` reads it back)
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
@@ -93,6 +96,18 @@ def build(fake: FakeDify) -> Starlette:
     async def state(request: Request) -> Response:
         return JSONResponse(fake.state.summary())
 
+    async def chat(request: Request) -> Response:
+        requests = fake.journal.count("POST", "/v1/chat-messages")
+        return JSONResponse({"requests": requests, "conversations": fake.state.chat_queries()})
+
+    async def config(request: Request) -> Response:
+        if request.method == "PATCH":
+            try:
+                fake.configure(**await _json(request))
+            except (TypeError, ValueError) as exc:
+                return _error(str(exc))
+        return JSONResponse(asdict(fake.config))
+
     async def dump(request: Request) -> Response:
         return JSONResponse(snapshot(fake.state))
 
@@ -105,5 +120,7 @@ def build(fake: FakeDify) -> Starlette:
             Route("/_fake/clock", clock, methods=["POST"]),
             Route("/_fake/state", state, methods=["GET"]),
             Route("/_fake/snapshot", dump, methods=["GET"]),
+            Route("/_fake/chat", chat, methods=["GET"]),
+            Route("/_fake/config", config, methods=["GET", "PATCH"]),
         ]
     )

@@ -5,9 +5,12 @@ Used by `python -m tests.fake_dify --seed-demo` and handy as a test fixture (`Ce
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from tests.fake_dify.state import FakeDifyState
+
+FACTS_DOCUMENT = "Store facts"
 
 POLICIES = {
     "Returns and refunds": [
@@ -50,6 +53,34 @@ class Central:
     workflow_key: str
     dataset_id: str
     dataset_key: str
+
+
+@dataclass
+class ChatCentral:
+    """A chat app answering from one dataset: what the box escalates to (issue #13)."""
+
+    app_id: str
+    key: str
+    dataset_id: str
+
+
+def seed_chat(
+    state: FakeDifyState, facts: Iterable[str | Mapping[str, str]], *, name: str = "Central assistant"
+) -> ChatCentral:
+    """A chat app over a dataset holding `facts`, one segment each: strings, or {"title", "content"} dicts
+    (the title names the document, so it shows in `retriever_resources[].document_name`)."""
+    documents: dict[str, list[str]] = {}
+    for fact in facts:
+        title, content = (
+            (FACTS_DOCUMENT, fact) if isinstance(fact, str) else (fact.get("title") or FACTS_DOCUMENT, fact["content"])
+        )
+        documents.setdefault(title, []).append(content)
+    with state.lock:
+        dataset = state.knowledge.add_dataset(f"{name} knowledge", description="What central may tell customers")
+        for title, segments in documents.items():
+            state.knowledge.add_document(dataset.id, title, segments=segments)
+        app, key = state.add_app(name, "chat", dataset_ids=[dataset.id], retriever_resource_enabled=True)
+        return ChatCentral(app.id, key, dataset.id)
 
 
 def seed_demo(state: FakeDifyState) -> Central:

@@ -5,7 +5,8 @@ first `skip` matches through, then fires `times` times (None: forever). Its phas
 
 * before — instead of handling the request (nothing is committed): an error, a drop, a stall;
 * after  — the request is handled and committed, then the response is replaced: "commit then fail";
-* stream — inside an SSE answer: drop the connection or send an `error` event after N events;
+* stream — inside an SSE answer: drop the connection, send an `error` event or a malformed one after N events;
+* delay  — a chat answer's first byte waits (the model "thinks"); it combines with a stream fault;
 * hook   — after the response, run an edit of central's state (page drift, a key revoked mid-run).
 
 A `reshape` rule is an "after" rule that keeps the status: the request is handled, then its JSON body
@@ -31,19 +32,22 @@ from urllib.parse import parse_qs
 
 from tests.fake_dify.errors import DifyError, Forbidden, TooManyRequests, Unauthorized, default_error
 
-Phase = Literal["before", "after", "stream", "hook"]
+Phase = Literal["before", "after", "stream", "delay", "hook"]
 KINDS: dict[str, tuple[Phase, ...]] = {
     "error": ("before", "after"),
     "drop": ("before", "after"),
     "stall": ("before", "after"),
     "sse_drop": ("stream",),
     "sse_error": ("stream",),
+    "sse_malformed": ("stream",),
+    "first_byte": ("delay",),
     "mutate": ("hook",),
     "reshape": ("after",),
 }
 PROXY_STATUSES = (502, 503, 504)
 KNOWLEDGE_RATE_LIMIT = "Sorry, you have reached the knowledge base request rate limit of your subscription."
 STREAM_ERROR = "Connection error."  # what a provider InvokeError looks like to a Dify client
+MALFORMED = ("json", "shape", "unknown")  # see `Faults.sse_malformed`
 
 
 class ConnectionDropped(Exception):
@@ -85,6 +89,9 @@ class Rule:
     message: str | None = None
     seconds: float | None = None  # stall: None means the app's default stall
     after_events: int = 1
+    headers_first: bool = False  # first_byte: send 200 and the headers at once, delay only the body
+    how: str = "json"  # sse_malformed: one of MALFORMED
+    retry_after: float | None = None  # error: add a `Retry-After` header (Dify sends none; a gateway may)
     mutation: dict[str, Any] | None = None
     reshape: dict[str, Any] | None = None  # see `reshaped`
     action: Callable[[Any], Any] | None = None
@@ -105,19 +112,22 @@ class Rule:
         if self.code is None and self.status in PROXY_STATUSES:
             return None
         base = default_error(self.status)
-        return DifyError(
-            self.message or base.message, code=self.code or base.code, status=self.status, headers=base.headers
-        )
+        headers = dict(base.headers)
+        if self.retry_after is not None:
+            headers["Retry-After"] = f"{self.retry_after:g}"
+        return DifyError(self.message or base.message, code=self.code or base.code, status=self.status, headers=headers)
 
     @property
     def spec(self) -> dict[str, Any]:
         keys = ("id", "kind", "phase", "path", "method", "query", "page", "skip", "times", "seen", "fired")
         body = {k: getattr(self, k) for k in keys}
         extra = {
-            "error": ("status", "code", "message"),
+            "error": ("status", "code", "message", "retry_after"),
             "stall": ("seconds",),
             "sse_drop": ("after_events",),
             "sse_error": ("after_events", "status", "code", "message"),
+            "sse_malformed": ("after_events", "how"),
+            "first_byte": ("seconds", "headers_first"),
             "mutate": ("mutation",),
             "reshape": ("reshape",),
         }
@@ -192,6 +202,10 @@ class Faults:
         unknown = set(spec) - allowed
         if unknown:
             raise ValueError(f"unknown fault fields: {', '.join(sorted(unknown))}")
+        if kind == "sse_malformed" and spec.get("how", "json") not in MALFORMED:
+            raise ValueError(f"an sse_malformed fault's how is one of {', '.join(MALFORMED)}")
+        if kind == "first_byte" and not isinstance(spec.get("seconds"), int | float):
+            raise ValueError("a first_byte fault needs seconds")
         if kind == "mutate" and spec.get("mutation") is None and spec.get("action") is None:
             raise ValueError("a mutate fault needs a mutation (JSON) or an action (callable)")
         with self._lock:
@@ -245,10 +259,11 @@ class Faults:
         """Answer `status` in Dify's envelope (502/503/504 without a code: a proxy's HTML page)."""
         return self.add({"kind": "error", "path": path, "status": status, "after": after, **options})
 
-    def rate_limit(self, path: str, **options: Any) -> Rule:
-        """429 too_many_requests, and no `Retry-After` header: Dify never sends one."""
+    def rate_limit(self, path: str, *, retry_after: float | None = None, **options: Any) -> Rule:
+        """429 too_many_requests, without `Retry-After` as Dify sends it (`retry_after`: a gateway's header)."""
         message = "Too many requests. Please try again later. The current maximum concurrent requests allowed is 1."
-        return self.error(path, TooManyRequests.status, code="too_many_requests", message=message, **options)
+        status, code = TooManyRequests.status, "too_many_requests"
+        return self.error(path, status, code=code, message=message, retry_after=retry_after, **options)
 
     def knowledge_rate_limit(self, path: str = "/v1/datasets*", **options: Any) -> Rule:
         """Cloud's knowledge rate limit arrives as 403, not 429."""
@@ -295,6 +310,29 @@ class Faults:
         """End a streamed answer with an `error` event (no task_id) after `after_events` data events."""
         spec = {"kind": "sse_error", "path": path, "after_events": after_events, "status": status, "code": code}
         return self.add({**spec, "message": message, **options})
+
+    def sse_malformed(
+        self, path: str = "/v1/chat-messages", after_events: int = 1, *, how: str = "json", **options: Any
+    ) -> Rule:
+        """After `after_events` data events, one broken event, then the rest of the stream as usual.
+
+        `how`: "json", a `data:` line that is not JSON; "shape", a `message` event whose `answer` is not a
+        string and that has no `message_id`; "unknown", an event Dify does not have (clients must skip it)."""
+        return self.add({"kind": "sse_malformed", "path": path, "after_events": after_events, "how": how, **options})
+
+    def first_byte(
+        self, seconds: float, path: str = "/v1/chat-messages", *, headers_first: bool = False, **options: Any
+    ) -> Rule:
+        """A chat answer's first byte waits `seconds` (blocking: the whole answer). The message is committed
+        first, as in Dify. `headers_first`: a streamed answer's 200 and headers go out at once, only the body
+        waits (pings keep coming). Combines with an `sse_*` fault on the same request."""
+        spec = {"kind": "first_byte", "path": path, "seconds": seconds, "headers_first": headers_first}
+        return self.add({**spec, **options})
+
+    def down(self, path: str = "/v1/*", **options: Any) -> Rule:
+        """Central "down" while the server stays up: every matching connection is reset, until removed."""
+        options.setdefault("times", None)
+        return self.drop(path, **options)
 
     def hook(self, path: str, action: Callable[[Any], Any] | dict[str, Any], **options: Any) -> Rule:
         """After a matching request is answered, edit central: a callable(state) or a mutation dict."""

@@ -372,7 +372,17 @@ _STOPWORD_TEXT = (
     " not but all any its into there their they them then than too very just about"
 )
 STOPWORDS = frozenset(_STOPWORD_TEXT.split())
+# Chinese function characters (particles, pronouns, question words): a run of text is cut at them, so
+# "你们可以安装吗" searches by "安装", not by "们可" or "以安".
+ZH_FUNCTION_CHARS = re.compile(
+    "[的了吗呢吧啊呀么是我你他她它们这那个有没在能会就都也还和与或给把被让请怎什哪几要想可以]+"
+)
 
 
 def _words(text: str) -> set[str]:
-    return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) > 2 and w not in STOPWORDS}
+    """Search terms: English words (no stopwords), and the character bigrams of Chinese runs."""
+    words = {w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) > 2 and w not in STOPWORDS}
+    for run in re.findall(r"[\u3400-\u9fff\uf900-\ufaff]+", text):
+        for part in ZH_FUNCTION_CHARS.split(run):
+            words.update(part[i : i + 2] for i in range(len(part) - 1))
+    return words

@@ -34,7 +34,11 @@ def uvicorn_config(app: FakeDify, host: str = "127.0.0.1", port: int = 0, **opti
 
 
 class LiveFakeDify:
-    """`with LiveFakeDify(state) as fake: httpx.get(fake.url + "/v1/")` — `state`, `faults`, `journal` stay live."""
+    """`with LiveFakeDify(state) as fake: httpx.get(fake.url + "/v1/")` — `state`, `faults`, `journal` stay live.
+
+    `stop()` then `start()` again is central going down and coming back: connections are refused in
+    between, and it returns on the same port with the same state, faults and journal. `port=` picks one.
+    """
 
     def __init__(
         self,
@@ -43,12 +47,16 @@ class LiveFakeDify:
         *,
         journal: Journal | None = None,
         host: str = "127.0.0.1",
+        port: int = 0,
         **settings: Any,
     ) -> None:
         self.app = create_fake_dify(state, faults, journal=journal, **settings)
         self.host = host
-        self.port = 0
-        self.server = uvicorn.Server(uvicorn_config(self.app, host))
+        self.port = port
+        self._new_server()
+
+    def _new_server(self) -> None:
+        self.server = uvicorn.Server(uvicorn_config(self.app, self.host, self.port))
         self.thread = threading.Thread(target=self.server.run, name="live-fake-dify", daemon=True)
 
     @property
@@ -73,6 +81,8 @@ class LiveFakeDify:
         return self.url + "/v1"
 
     def start(self, timeout: float = 30.0) -> LiveFakeDify:
+        if self.thread.ident is not None:  # started before: a new server on the same port
+            self._new_server()
         self.thread.start()
         deadline = time.monotonic() + timeout
         while not self.server.started:
@@ -85,6 +95,10 @@ class LiveFakeDify:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=30)
+
+    @property
+    def running(self) -> bool:
+        return self.thread.is_alive() and self.server.started and not self.server.should_exit
 
     def __enter__(self) -> LiveFakeDify:
         return self.start()

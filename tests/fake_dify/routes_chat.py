@@ -1,9 +1,10 @@
 """Chat app endpoints: chat-messages (blocking and streaming), stop, messages, conversations, feedback.
 
 Answers are deterministic: a scripted answer for the exact query, else a matching annotation (when
-annotation reply is on), else the best-matching segment of the app's datasets, else a fixed
-apology. The message row is committed before the answer is sent, as in Dify, so a lost response
-still leaves it in `GET /messages`.
+annotation reply is on), else the best-matching segment of the app's datasets (English words, Chinese
+character bigrams), else a fixed apology in the query's language. The message row is committed before
+the answer is sent, as in Dify, so a lost response still leaves it in `GET /messages`; a `first_byte`
+fault delays what follows the commit.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -24,27 +26,49 @@ from tests.fake_dify.inputs import validate_inputs
 from tests.fake_dify.render import iso
 from tests.fake_dify.sse import Event, sse_body, sse_response
 from tests.fake_dify.state import CHAT_MODES, App, Conversation, FakeDifyState, Message
-from tests.fake_dify.wire import UUID_RE, app_auth, ctx, int_arg, json_body, note_fault, route, text, user, uuid_arg
+from tests.fake_dify.wire import (
+    ENTRY_KEY,
+    UUID_RE,
+    app_auth,
+    ctx,
+    int_arg,
+    json_body,
+    note_fault,
+    route,
+    text,
+    user,
+    uuid_arg,
+)
 
 SORTS = ("created_at", "-created_at", "updated_at", "-updated_at")
 NO_ANSWER = "Sorry, I could not find an answer to that."
+NO_ANSWER_ZH = "抱歉，我没有找到这个问题的答案。"
+CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+CJK_CHUNK = 4  # characters per streamed chunk of Chinese text (it has no spaces to split on)
 
 
-def compose(state: FakeDifyState, app: App, message: Message) -> None:
-    """Fill in the answer, its sources and the annotation used, as a model run would."""
+def no_answer(query: str) -> str:
+    return NO_ANSWER_ZH if CJK.search(query) else NO_ANSWER
+
+
+def compose(state: FakeDifyState, app: App, message: Message, min_score: float = 0.0) -> None:
+    """Fill in the answer, its sources and the annotation used, as a model run would.
+
+    A segment counts as a source when at least `min_score` of the query's terms are in it."""
     query = message.query
     annotation = None
     if app.annotation_reply_enabled:
         wanted = query.strip().lower()
         annotation = next((a for a in state.list_annotations(app.id) if a.question.strip().lower() == wanted), None)
     hits = [] if annotation else state.knowledge.search(app.dataset_ids, query)
+    hits = [(seg, score) for seg, score in hits if score >= min_score]
     if query in app.answers:
         message.answer = app.answers[query]
     elif annotation is not None:
         message.answer, message.annotation_id = annotation.answer, annotation.id
         annotation.hit_count += 1
     else:
-        message.answer = hits[0][0].content if hits else NO_ANSWER
+        message.answer = hits[0][0].content if hits else no_answer(query)
     if app.retriever_resource_enabled:
         message.retriever_resources = [
             _resource(state, message, n, seg, score) for n, (seg, score) in enumerate(hits, 1)
@@ -77,7 +101,24 @@ def _resource(state: FakeDifyState, message: Message, position: int, seg: Any, s
 
 
 def _chunks(answer: str) -> list[str]:
-    return re.findall(r"\s*\S+", answer) or [answer]
+    """A word a chunk; runs of Chinese text a few characters a chunk."""
+    chunks = []
+    for word in re.findall(r"\s*\S+", answer):
+        if CJK.search(word):
+            chunks += [word[i : i + CJK_CHUNK] for i in range(0, len(word), CJK_CHUNK)]
+        else:
+            chunks.append(word)
+    return chunks or [answer]
+
+
+async def _first_byte_wait(request: Request, rule: Rule) -> None:
+    """Wait as a thinking model would; a client that hangs up meanwhile is noted (the answer goes nowhere)."""
+    with anyio.move_on_after(rule.seconds or 0.0):
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        entry = request.scope.get(ENTRY_KEY)
+        if entry is not None:
+            entry.outcome = "stalled"
 
 
 async def chat_messages(request: Request) -> Response:
@@ -103,8 +144,13 @@ async def chat_messages(request: Request) -> Response:
         existing = state.conversation(conversation_id.lower(), app.id, end_user.id) if conversation_id else None
         clean = validate_inputs(app.user_input_form, inputs) if existing is None else existing.inputs
         conversation, message = state.start_message(app, end_user, query, clean, existing)
-        compose(state, app, message)
+        compose(state, app, message, c.config.chat_min_score)
         task_id = state.ids.uuid()
+    delay = c.faults.take("delay", RequestInfo.from_scope(request.scope))
+    if delay is not None:
+        note_fault(request, delay, "pending")
+        if not (delay.headers_first and mode == "streaming"):
+            await _first_byte_wait(request, delay)
     if mode == "blocking":
         return JSONResponse(
             {
@@ -122,6 +168,8 @@ async def chat_messages(request: Request) -> Response:
     stop = asyncio.Event()
     c.tasks[task_id] = (app.id, session, stop)
     fault = c.faults.take("stream", RequestInfo.from_scope(request.scope))
+    if fault is not None and fault.kind == "sse_malformed":
+        note_fault(request, fault, "pending")  # the stream still ends well: the outcome stays ok
 
     def error_base() -> Event:
         return {"conversation_id": conversation.id, "message_id": message.id, "created_at": message.created_at}
@@ -132,7 +180,10 @@ async def chat_messages(request: Request) -> Response:
             message.answer = "".join(e.get("answer", "") for e in sent if e["event"] == "message")
             message.status, message.error = "error", rule.message
 
-    events = _stream(state, app, conversation, message, task_id, stop, c.config.token_delay, c.config.future_events)
+    first_wait = (delay.seconds or 0.0) if delay is not None and delay.headers_first else 0.0
+    events = _stream(
+        state, app, conversation, message, task_id, stop, c.config.token_delay, c.config.future_events, first_wait
+    )
     body_ = sse_body(
         events, ping_interval=c.config.ping_interval, fault=fault, error_base=error_base, on_error=on_error
     )
@@ -156,6 +207,7 @@ async def _stream(
     stop: asyncio.Event,
     token_delay: float,
     future: bool = False,
+    first_wait: float = 0.0,
 ) -> AsyncIterator[Event]:
     common = {
         "task_id": task_id,
@@ -163,6 +215,8 @@ async def _stream(
         "message_id": message.id,
         "created_at": message.created_at,
     }
+    if first_wait:
+        await asyncio.sleep(first_wait)  # headers are out; pings keep coming meanwhile (see `sse.with_pings`)
     chatflow = app.mode == "advanced-chat"
     run_id = state.ids.uuid() if chatflow else ""
     if chatflow:

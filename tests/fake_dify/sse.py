@@ -1,7 +1,8 @@
 """Dify's SSE framing (§2.1): `data: {compact json}\\n\\n`, keep-alive `event: ping\\n\\n`, nothing else.
 
 Stream faults act here: after N data events the connection drops, or an `error` event (which has no
-`task_id`) ends the stream. Once the status line is out, a failure can only be an event.
+`task_id`) ends the stream, or one malformed event slips in. Once the status line is out, a failure can
+only be an event.
 """
 
 from __future__ import annotations
@@ -16,11 +17,21 @@ from starlette.responses import StreamingResponse
 from tests.fake_dify.faults import ConnectionDropped, Rule
 
 PING = b"event: ping\n\n"
+COMMON = ("task_id", "conversation_id", "message_id", "created_at")
 Event = dict[str, Any]
 
 
 def frame(event: Event) -> bytes:
     return b"data: " + json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+
+
+def malformed(how: str, base: Event) -> bytes:
+    """One broken event (see `Faults.sse_malformed`): cut JSON, a `message` of the wrong shape, an unknown event."""
+    if how == "json":
+        return b'data: {"event":"message","answer":"\xe2\x80\xa6\n\n'  # the closing quote and brace never come
+    if how == "shape":
+        return frame({"event": "message", "conversation_id": base.get("conversation_id"), "answer": {"text": 42}})
+    return frame({"event": "future_event", **base, "data": {"added_in": "a later Dify"}})
 
 
 async def with_pings(events: AsyncIterator[Event], interval: float) -> AsyncIterator[Event | None]:
@@ -59,6 +70,7 @@ async def sse_body(
 ) -> AsyncIterator[bytes]:
     """Frame the events; a stream fault fires after `fault.after_events` data events (or at the end, if fewer)."""
     sent: list[Event] = []
+    slipped = fault is None or fault.kind != "sse_malformed"  # True once a malformed event needs no sending
     stream = with_pings(events, ping_interval)
     try:
         async for event in stream:
@@ -66,11 +78,19 @@ async def sse_body(
                 yield PING
                 continue
             if fault is not None and len(sent) >= fault.after_events:
-                break
+                if fault.kind != "sse_malformed":
+                    break
+                if not slipped:
+                    slipped = True
+                    yield malformed(fault.how, {k: event[k] for k in COMMON if k in event})
             sent.append(event)
             yield frame(event)
         else:
             if fault is None:
+                return
+            if not slipped:
+                yield malformed(fault.how, error_base())
+            if fault.kind == "sse_malformed":
                 return
     finally:
         await stream.aclose()

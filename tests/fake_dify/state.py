@@ -359,6 +359,13 @@ class FakeDifyState:
             del self.messages[message_id]
 
     @locked
+    def chat_queries(self, conversation_id: str | None = None) -> Any:
+        """The queries a conversation received, in order; with no id, {conversation_id: [queries]} for all."""
+        if conversation_id is not None:
+            return [m.query for m in self.messages_of(conversation_id)]
+        return {c: [m.query for m in self.messages_of(c)] for c in self.conversations}
+
+    @locked
     def messages_of(self, conversation_id: str) -> list[Message]:
         rows = [m for m in self.messages.values() if m.conversation_id == conversation_id]
         return sorted(rows, key=lambda m: (m.created_at, m.seq))

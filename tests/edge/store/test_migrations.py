@@ -158,7 +158,9 @@ def test_initial_schema() -> None:
         *("seq", "id", "conversation_id", "user", "query", "answer", "status", "error", "route", "intent"),
         *("confidence", "latency_ms", "prompt_tokens", "completion_tokens", "sources", "created_at"),
         *("language", "reason"),
+        *("central_message_id", "central_conversation_id", "central_first_byte_ms", "escalation"),
     }
+    assert db["central_conversations"].pks == ["conversation_id"]
     assert db["bank_answers"].pks == ["label", "language"]
     assert db["feedback"].pks == ["message_id", "user"]
     assert db["curated_answers"].pks == ["label"]

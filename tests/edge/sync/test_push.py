@@ -241,3 +241,29 @@ def test_a_send_that_may_have_landed_waits_for_the_listing_without_counting_atte
     assert db.execute("SELECT attempts FROM outbox").fetchone()[0] == 1  # the wait is no failure
     clock.now += POLICY.settle_s
     assert pusher.run().sent == 1 and sink.sends == 2 and Outbox(db).depth() == 0
+
+
+def test_escalated_turns_are_marked_so_central_does_not_count_them_twice(world) -> None:
+    clock, _, store, sink, pusher = world
+    conversation = store.create("kiosk", {})["id"]
+    common = dict(intent=None, confidence=None, latency_ms=900.0, prompt_tokens=0, completion_tokens=0, sources=[])
+    central = {
+        "escalation": "answered",
+        "central_message_id": "c-msg-1",
+        "central_conversation_id": "c-conv-1",
+        "central_first_byte_ms": 420.0,
+    }
+    store.record_turn(conversation, "kiosk", "q1", "central's answer", route="central", central=central, **common)
+    store.record_turn(
+        conversation, "kiosk", "q2", "handoff", route="handoff", central={"escalation": "fallback:timeout"}, **common
+    )
+    store.record_turn(conversation, "kiosk", "q3", "local", route="curated", **common)
+    assert store.central_conversation(conversation) == "c-conv-1"
+    clock.now += 120
+    assert pusher.run().sent == 1
+    record = sink.landed[end_user(POLICY, conversation, 1)]
+    first, second, third = record["turns"]
+    assert record["escalated"] == 1
+    assert first == first | {"escalated": True, "central_message_id": "c-msg-1", "central_conversation_id": "c-conv-1"}
+    assert second["escalated"] is False and second["escalation"] == "fallback:timeout"
+    assert third["escalated"] is False and "escalation" not in third

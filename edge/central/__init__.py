@@ -1,0 +1,1 @@
+"""Live escalation to central Dify: its chat client, the circuit breaker, and whether central is reachable."""
