@@ -366,6 +366,13 @@ class Settings(BaseSettings):
         "it (or the box) sees central again; with no recent signal (no sync agent), one question per breaker "
         "cool-down tries.",
     )
+    escalate_handoff_needs_sources: bool = Field(
+        default=True,
+        description="A question the box would hand off is answered by central only when central's answer cites "
+        "its knowledge or an annotation (`retriever_resources` / `annotation_reply` in `message_end`); otherwise "
+        "the shopper reads central's words and is still handed to a colleague. Needs \"Citations and "
+        "Attributions\" on in central's app; turn off only if central's model alone is trusted to answer.",
+    )
     escalate_breaker_failures: int = Field(
         default=3,
         ge=1,

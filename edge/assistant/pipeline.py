@@ -266,6 +266,14 @@ class Assistant:
             if shown:
                 self._answered_by_central(prepared, turn, attempt)
             raise
+        needs_sources = self.settings.escalate_handoff_needs_sources
+        if prepared.decision.route is Route.HANDOFF and needs_sources and not attempt.answer.grounded:
+            # Central answered from no knowledge ("I don't know", or its model's guess): the shopper the box
+            # would have handed to a colleague still gets one, told after central's words, and the turn stays
+            # a hand-off so staff are called.
+            turn.central = {**attempt.record(), "escalation": "answered_ungrounded"}
+            yield "\n\n"
+            return
         self._answered_by_central(prepared, turn, attempt)
 
     def _answered_by_central(self, prepared: Prepared, turn: Turn, attempt: Attempt) -> None:

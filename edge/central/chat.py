@@ -57,6 +57,10 @@ class ChatAnswer:
     conversation_id: str | None = None
     first_byte_s: float | None = None
     finished: bool = False
+    # `message_end` cited knowledge (`metadata.retriever_resources`) or an annotation answered
+    # (`metadata.annotation_reply`): central answered from what its team curated, not from its model
+    # alone (which is where "I don't know" and guesses come from).
+    grounded: bool = False
 
 
 class CentralChat:
@@ -117,6 +121,10 @@ class CentralChat:
                     deadline = loop.time() + self.idle_s
                 elif kind == "message_end":
                     _ids(event, answer, None)
+                    metadata = event.get("metadata")
+                    resources = metadata.get("retriever_resources") if isinstance(metadata, dict) else None
+                    annotation = metadata.get("annotation_reply") if isinstance(metadata, dict) else None
+                    answer.grounded = bool(isinstance(resources, list) and resources) or isinstance(annotation, dict)
                     if not got_text:
                         raise CentralFailed("malformed", "an answer without text")
                     answer.finished = True

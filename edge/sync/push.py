@@ -535,13 +535,16 @@ class Pusher:
 def _escalation(row: dict[str, Any]) -> dict[str, Any]:
     """An escalated turn is marked, with central's ids, so central's team does not count it twice (central
     holds that question and answer in its own conversation already); a fallback says why."""
-    escalated = row["escalation"] == "answered"
+    escalation = row["escalation"] or ""
+    escalated = escalation.startswith("answered")
     marks: dict[str, Any] = {"escalated": escalated}
     if escalated:
         marks["central_message_id"] = row["central_message_id"]
         marks["central_conversation_id"] = row["central_conversation_id"]
-    elif row["escalation"]:
-        marks["escalation"] = row["escalation"]  # `fallback:<cause>`: central was asked, the box answered
+    if escalation and escalation != "answered":
+        # `fallback:<cause>`: central was asked, the box answered; `answered_ungrounded`: central's answer
+        # cited no knowledge, so the box handed the shopper to a colleague after it
+        marks["escalation"] = escalation
     return marks
 
 

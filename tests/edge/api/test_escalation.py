@@ -22,6 +22,7 @@ from edge.store.sync_state import CENTRAL, SyncState
 from tests.edge.api.conftest import AUTH, KEY, LiveServer, make_settings
 from tests.edge.api.test_dify import sse_events, wait_for_index
 from tests.fake_dify import Central, FakeDifyState, LiveFakeDify, seed_demo
+from tests.fake_dify.routes_chat import NO_ANSWER
 
 REFUND = "Where is my refund?"
 REFUND_ANSWER = "Refunds reach your original payment method within 5 to 10 business days."
@@ -490,3 +491,26 @@ def test_a_conversation_central_no_longer_has_is_opened_anew(box: Box) -> None:
     assert renewed and renewed != central_conversation
     third = box.ask(REFUND, conversation_id=first["conversation_id"])
     assert box.row(third["message_id"])["central_conversation_id"] == renewed  # the mapping follows
+
+
+def test_centrals_answer_from_no_knowledge_still_hands_off(box: Box) -> None:
+    """Central answering from no knowledge (its "I don't know", or its model's guess: no
+    `retriever_resources`) does not replace the colleague the box would have called: the shopper reads
+    central's words, then the hand-off, and the turn stays a hand-off (so staff are called)."""
+    question = "can you sing me a song about penguins"
+    body = box.ask(question)
+    assert body["answer"] == f"{NO_ANSWER}\n\n{handoff(box)}"
+    row = box.row(body["message_id"])
+    assert row["route"] == "handoff" and row["escalation"] == "answered_ungrounded" and row["central_message_id"]
+    events = box.ask(question, stream=True)
+    text = "".join(event.get("answer", "") for event in events if event["event"] == "message")
+    assert text == f"{NO_ANSWER}\n\n{handoff(box)}"
+
+
+def test_a_central_trusted_without_sources_answers_hand_offs_alone(
+    api_bundle: Path, tmp_path: Path, fake: tuple[LiveFakeDify, Central]
+) -> None:
+    with running_box(api_bundle, tmp_path, fake, escalate_handoff_needs_sources=False) as box:
+        body = box.ask("can you sing me a song about penguins")
+        assert body["answer"] == NO_ANSWER and body["metadata"]["route"] == "central"
+        assert box.row(body["message_id"])["escalation"] == "answered"
