@@ -673,7 +673,7 @@ def print_failures(failures: Sequence[TurnResult]) -> None:
 CENTRAL_KNOWLEDGE = ROOT / "bench" / "answers" / "central_knowledge.jsonl"
 CENTRAL_ROUTE = "central"
 CENTRAL_MIN_SCORE = 0.5  # the fake central answers only when half the question's terms are in a fact
-ESCALATE_ON = ("handoff", "llm", "both")
+ESCALATE_ON = ("handoff", "llm", "both", "all")
 REACHABLE_FOR_THE_RUN_S = 86_400.0  # one `edge sync once` probe stands for the whole run
 
 

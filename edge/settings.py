@@ -335,10 +335,11 @@ class Settings(BaseSettings):
         "the local answer in the same request. Off: nothing leaves the store while a shopper waits. On: the "
         "question, the shopper's language and the conversation's earlier local turns go to central.",
     )
-    escalate_on: Literal["handoff", "llm", "both"] = Field(
+    escalate_on: Literal["handoff", "llm", "both", "all"] = Field(
         default="handoff",
         description="Which local outcomes escalate: `handoff` (the box would call staff), `llm` (it would "
-        "generate locally), or `both`. A hand-off the shopper asked for with the staff button never does.",
+        "generate locally), `both`, or `all` (both, and the questions it would decline as outside what it "
+        "knows). A hand-off the shopper asked for with the staff button never does.",
     )
     central_chat_key: SecretStr | None = Field(
         default=None,

@@ -25,7 +25,15 @@ from edge.settings import Settings
 from edge.store.conversations import ConversationStore
 
 log = logging.getLogger(__name__)
-ESCALATING_ROUTES = {"handoff": {Route.HANDOFF}, "llm": {Route.LLM}, "both": {Route.HANDOFF, Route.LLM}}
+ESCALATING_ROUTES = {
+    "handoff": {Route.HANDOFF},
+    "llm": {Route.LLM},
+    "both": {Route.HANDOFF, Route.LLM},
+    # also the questions the box declines as outside what it knows: near-domain ones (lockers, smoking,
+    # a product's price) are often in central's knowledge; an off-topic one keeps its decline (see pipeline)
+    "all": {Route.HANDOFF, Route.LLM, Route.DECLINED},
+}
+ABSTENTIONS = frozenset({Route.HANDOFF, Route.DECLINED})  # kept unless central's answer cites its knowledge
 HISTORY_CHARS = 2000  # the earlier turns sent with a question that opens a central conversation
 
 

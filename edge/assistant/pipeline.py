@@ -19,7 +19,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from edge.assistant.escalation import Attempt, Escalator
+from edge.assistant.escalation import ABSTENTIONS, Attempt, Escalator
 from edge.assistant.faithfulness import Evidence
 from edge.assistant.policy import Decision, Reason, Route
 from edge.assistant.prompts import build_messages
@@ -267,10 +267,10 @@ class Assistant:
                 self._answered_by_central(prepared, turn, attempt)
             raise
         needs_sources = self.settings.escalate_handoff_needs_sources
-        if prepared.decision.route is Route.HANDOFF and needs_sources and not attempt.answer.grounded:
+        if prepared.decision.route in ABSTENTIONS and needs_sources and not attempt.answer.grounded:
             # Central answered from no knowledge ("I don't know", or its model's guess): the shopper the box
-            # would have handed to a colleague still gets one, told after central's words, and the turn stays
-            # a hand-off so staff are called.
+            # would have handed to a colleague still gets one (or the box's honest decline), told after
+            # central's words, and the turn stays what it was, so staff are called.
             turn.central = {**attempt.record(), "escalation": "answered_ungrounded"}
             yield "\n\n"
             return
