@@ -27,6 +27,10 @@ def central() -> Iterator[tuple[LiveFakeDify, str]]:
     state = FakeDifyState(seed=3)
     ids = seed_demo(state)
     state.apps[ids.chat_app_id].answers[QUESTION] = ANSWER
+    # The answer cites central's knowledge (`retriever_resources`), so it stands alone in place of the
+    # hand-off the box would have given (an uncited one is followed by the hand-off: test_escalation.py).
+    bikes = "Can I bring my bicycle inside the store? Folded bicycles yes; others go in the rack by the door."
+    state.knowledge.add_document(ids.dataset_id, "Bicycles", segments=[bikes])
     with LiveFakeDify(state, token_delay=0.15) as server:
         yield server, ids.chat_key
 
