@@ -70,6 +70,7 @@ class Prepared:
     new_conversation: dict[str, Any] | None = None  # set when this turn opens the conversation
     escalation: Attempt | None = None  # set when central is asked first (the local decision is the fallback)
     created_at: int = field(default_factory=lambda: int(time.time()))  # the message's, as Started reports it
+    started: float = field(default_factory=time.perf_counter)  # when the question arrived: latency counts routing
 
 
 class Relay:
@@ -144,6 +145,7 @@ class Assistant:
         history: list[tuple[str, str]] | None = None,
     ) -> Prepared:
         """Route the question; start the LLM if needed. Raises EdgeError before anything is sent."""
+        started = time.perf_counter()
         conversation, new_conversation = await self._conversation(conversation_id, user, inputs)
         CONVERSATION_ID.set(conversation)
         loaded: list[list[tuple[str, str]]] = []
@@ -160,10 +162,15 @@ class Assistant:
 
         if wants_handoff(inputs):
             decision = Decision(Route.HANDOFF, reason=Reason.BUTTON)
-            return Prepared(conversation, decision, detect(query), new_conversation=new_conversation)
+            return Prepared(conversation, decision, detect(query), new_conversation=new_conversation, started=started)
         routed = await self.router.route(query, past_turns)
         prepared = Prepared(
-            conversation, routed.decision, routed.language, routed.understanding, new_conversation=new_conversation
+            conversation,
+            routed.decision,
+            routed.language,
+            routed.understanding,
+            new_conversation=new_conversation,
+            started=started,
         )
         if routed.decision.route is Route.LLM and self.llm is None:
             prepared.decision = Decision(Route.HANDOFF, reason=Reason.NO_LLM)
@@ -201,7 +208,7 @@ class Assistant:
 
     async def run(self, prepared: Prepared, query: str, user: str) -> AsyncIterator[Event]:
         """Yield Started, the answer's deltas, then Finished (after the turn is persisted)."""
-        turn = Turn(prepared.conversation_id, user, query, str(uuid.uuid4()), prepared, time.perf_counter())
+        turn = Turn(prepared.conversation_id, user, query, str(uuid.uuid4()), prepared, prepared.started)
         task_id = str(uuid.uuid4())
         yield Started(prepared.conversation_id, turn.message_id, task_id, prepared.created_at)
         try:

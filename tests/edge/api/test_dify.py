@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import time
@@ -313,3 +314,21 @@ def test_central_annotations_answer_first_and_changes_reach_the_next_question(ap
         knowledge.apply([], None, None, deletes=[note["id"]])
         time.sleep(0.05)
         assert chat(client, CANCEL)["answer"] == before["answer"]  # the hot-answer cache did not keep it
+
+
+def test_recorded_latency_counts_the_routing(client: TestClient) -> None:
+    """A turn's `latency_ms` runs from the question's arrival, so the encoder and retrieval (routing) count,
+    not only the time after the route was known. The router is made to take at least 0.2 s."""
+    router = client.app.state.assistant.router
+    route = router.route
+
+    async def slow_route(*args: object, **kwargs: object) -> object:
+        await asyncio.sleep(0.2)
+        return await route(*args, **kwargs)
+
+    router.route = slow_route
+    body = client.post("/v1/chat-messages", headers=AUTH, json={"query": "I want to cancel my order", "user": "u"})
+    assert body.status_code == 200
+    db = client.app.state.conversations.db
+    [latency] = db.execute("SELECT latency_ms FROM messages WHERE id = ?", [body.json()["message_id"]]).fetchone()
+    assert latency >= 200.0
