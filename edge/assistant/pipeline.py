@@ -185,8 +185,11 @@ class Assistant:
         return prepared
 
     async def _llm_turns(self, past_turns: Callable[[], Awaitable[list[tuple[str, str]]]]) -> list[tuple[str, str]]:
+        return self._llm_history(await past_turns())
+
+    def _llm_history(self, turns: list[tuple[str, str]]) -> list[tuple[str, str]]:
         """The last turns the LLM sees (`history_turns`; none when it is 0)."""
-        return (await past_turns())[-self.settings.history_turns :] if self.settings.history_turns else []
+        return turns[-self.settings.history_turns :] if self.settings.history_turns else []
 
     def _start_generation(self, prepared: Prepared, query: str, turns: list[tuple[str, str]]) -> None:
         assert self.llm is not None
@@ -263,8 +266,7 @@ class Assistant:
                 yield self.settings.text("central_broke_message", prepared.language)
             if prepared.decision.route is Route.LLM:
                 try:
-                    history = attempt.turns[-self.settings.history_turns :] if self.settings.history_turns else []
-                    self._start_generation(prepared, query, history)
+                    self._start_generation(prepared, query, self._llm_history(attempt.turns))
                 except Busy:  # the shopper has waited already: a hand-off, not an error
                     sources = prepared.decision.sources
                     prepared.decision = Decision(Route.HANDOFF, sources=sources, reason=Reason.NO_LLM)
