@@ -78,6 +78,7 @@ bench: bundle
 	$(BIN)/python bench/llm_quant.py
 	$(BIN)/python bench/serve.py --bundle $(BUNDLE)
 	$(BIN)/python bench/sync.py --bundle $(BUNDLE)
+	$(BIN)/python bench/handoff.py --bundle $(BUNDLE)
 
 clean:
 	rm -rf $(VENV) $(TOOLS_VENV) build .pytest_cache

@@ -13,7 +13,7 @@ import httpx
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from edge.api import dify, kiosk, openai, ops
+from edge.api import dify, kiosk, openai, ops, staff
 from edge.api.auth import KeyRing, RateLimiter
 from edge.api.errors import OPENAI_PATHS, PayloadTooLarge, dify_openapi, envelope, install_error_handlers
 from edge.api.hosts import HostCheck
@@ -22,7 +22,7 @@ from edge.assistant.cache import AnswerCache
 from edge.assistant.escalation import Escalator
 from edge.assistant.pipeline import Assistant
 from edge.assistant.policy import Decision, GroundingLimits
-from edge.assistant.recorder import TurnRecorder
+from edge.assistant.recorder import HandoffPolicy, TurnRecorder
 from edge.assistant.retrieval import RetrievalConfig, Retriever
 from edge.assistant.routing import Router, RoutingConfig, thresholds_from
 from edge.bundle import Bundle, load_bundle
@@ -147,7 +147,11 @@ def _load(
             extra={"missing_variables": missing},
         )
     router = Router(models.classifier, retriever, bank, cache, settings.store_variables, routing)
-    recorder = TurnRecorder(conversations, writer, app.state.metrics)
+    app.state.handoffs = conversations.handoffs
+    app.state.staff = staff.open_staff(settings)
+    recorder = TurnRecorder(
+        conversations, writer, app.state.metrics, HandoffPolicy(settings.kiosk_id, alert=settings.staff_alerts)
+    )
     escalator = _escalator(settings, central, sync_state, conversations, app.state.metrics)
     app.state.escalator = escalator
     app.state.assistant = Assistant(settings, router, llm, conversations, recorder, escalator)
@@ -266,6 +270,7 @@ def create_app(
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
     app.state.metrics = Metrics()
     app.state.kiosk = None  # the kiosk page's sessions and assets, once the lifespan runs
+    app.state.staff = None  # the staff page's sessions and sign-in limit, once the lifespan runs (PIN set)
     app.state.escalator = None  # live escalation to central, once the lifespan runs (when on)
     install_error_handlers(app)
     app.openapi = lambda: dify_openapi(app)  # type: ignore[method-assign]
@@ -273,6 +278,7 @@ def create_app(
     app.include_router(openai.router)
     app.include_router(dify.router)
     app.include_router(kiosk.router)
+    app.include_router(staff.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(HostCheck, allowed_hosts=settings.allowed_hosts, trusted_proxies=settings.trusted_proxies)
     app.add_middleware(RequestMetrics, metrics=app.state.metrics)

@@ -124,6 +124,33 @@ def verify(bundle: Path | None) -> None:
     click.echo(f"bundle {path} verified")
 
 
+@main.command("staff-pin")
+def staff_pin() -> None:
+    """Make the digest of the store's staff PIN for KIOSK_STAFF_PIN_DIGEST (the PIN itself is never stored).
+
+    Asks for the PIN twice on a terminal; reads one line from stdin otherwise (`echo "$PIN" | edge
+    staff-pin`). At least 6 characters: a PBKDF2 digest and the sign-in limit slow guessing, a longer PIN
+    stops it. Prints the digest, then the setting to put on the box (a new digest signs every staff page out).
+    """
+    import getpass
+
+    from edge.pin import MIN_PIN_LENGTH, hash_pin
+
+    if sys.stdin.isatty():
+        pin = getpass.getpass("Staff PIN: ")
+        if len(pin) >= MIN_PIN_LENGTH and getpass.getpass("Again: ") != pin:
+            click.echo("error: the two PINs differ", err=True)
+            sys.exit(2)
+    else:
+        pin = sys.stdin.readline().rstrip("\r\n")
+    if len(pin) < MIN_PIN_LENGTH:
+        click.echo(f"error: a staff PIN needs at least {MIN_PIN_LENGTH} characters", err=True)
+        sys.exit(2)
+    digest = hash_pin(pin)
+    click.echo(digest)
+    click.echo(f"set on the box: KIOSK_STAFF_PIN_DIGEST={digest}  (in a shell, in single quotes)", err=True)
+
+
 @main.command()
 @click.argument("texts", nargs=-1, required=True)
 @click.option(
@@ -218,10 +245,19 @@ def sync_run() -> None:
 
 @sync.command("once")
 def sync_once() -> None:
-    """Run one pass now and print what each stream did (exit 2 when central is unreachable)."""
+    """Send the due staff alerts, run one pass, and print what each stream did (exit 2 when central is
+    unreachable; the alerts go out either way)."""
+    from dataclasses import asdict
+
     agent = _agent()
+    alerts = agent.send_alerts()
     result = agent.run_once()
-    click.echo(json.dumps({"online": result.online, "streams": result.outcomes, "notes": result.notes}, indent=2))
+    click.echo(
+        json.dumps(
+            {"online": result.online, "streams": result.outcomes, "notes": result.notes, "alerts": asdict(alerts)},
+            indent=2,
+        )
+    )
     for stream, notes in result.notes.items():
         for note in notes:
             click.echo(f"{stream}: {note}", err=True)
@@ -235,6 +271,8 @@ def sync_retry(reason: str | None) -> None:
     """Re-queue parked outbox rows (all, or --reason TEXT) for the agent's next pass, attempts reset.
 
     Each goes back in the record it was parked with, so it is looked up on central before it is sent again.
+    A staff alert is sent again only if its hand-off is still open and younger than
+    KIOSK_STAFF_ALERT_MAX_AGE_S (e.g. --reason KIOSK_STAFF_WEBHOOK_URL after setting the URL).
     """
     from edge.sync.push import requeue_parked
 
@@ -252,5 +290,6 @@ def sync_retry(reason: str | None) -> None:
 
 @sync.command("status")
 def sync_status() -> None:
-    """Show central's state, each stream's last success and error, the outbox depth and parked rows."""
+    """Show central's state, each stream's last success and error, the outbox depth and parked rows, and
+    the staff alerts pending, parked, sent and skipped."""
     click.echo(json.dumps(_agent().status(), indent=2, default=str))

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from edge.store.disk import VolumeUsage
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+# A shopper waits seconds to minutes for a colleague; half an hour is a hand-off nobody saw.
+HANDOFF_BUCKETS = (5, 10, 20, 30, 60, 120, 300, 600, 1800)
 # A label value is a time series: a method outside this set (any client can send `FOO1`, `FOO2`, …) is
 # counted as "other", so the series stay bounded.
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -126,6 +128,36 @@ class Metrics:
             registry=self.registry,
             buckets=LATENCY_BUCKETS,
         )
+        self.handoffs_active = Gauge(
+            "kiosk_handoffs_active",
+            "Hand-offs waiting for staff (open) and on their way (claimed), read from the database at scrape.",
+            ["state"],
+            registry=self.registry,
+        )
+        self.handoff_claim_seconds = Histogram(
+            "kiosk_handoff_claim_seconds",
+            "Time from a hand-off opening to a colleague claiming it on the staff page.",
+            registry=self.registry,
+            buckets=HANDOFF_BUCKETS,
+        )
+        self.handoff_transitions = Counter(
+            "kiosk_handoff_transitions_total",
+            "Hand-offs claimed and closed on the staff page.",
+            ["event"],
+            registry=self.registry,
+        )
+
+    def observe_handoff_claim(self, seconds: float | None) -> None:
+        self.handoff_transitions.labels(event="claimed").inc()
+        if seconds is not None:
+            self.handoff_claim_seconds.observe(seconds)
+
+    def observe_handoff_closed(self) -> None:
+        self.handoff_transitions.labels(event="closed").inc()
+
+    def refresh_handoffs(self, counts: dict[str, int]) -> None:
+        for state in ("open", "claimed"):
+            self.handoffs_active.labels(state=state).set(counts.get(state, 0))
 
     def observe_answer(
         self, route: str, intent: str | None, seconds: float, generation: Any | None, language: str = "en"

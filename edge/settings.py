@@ -7,11 +7,14 @@ import json
 import types
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from edge.language import DEFAULT_LANGUAGE, LANGUAGES
+from edge.pin import is_pin_digest
 
 PLACEHOLDER_MARKERS = ("change-me", "changeme", "placeholder", "example")
 JSON_FORMS = {list: 'a JSON list, e.g. ["first", "second"]', dict: 'a JSON object, e.g. {"name": "value"}'}
@@ -113,6 +116,14 @@ class Settings(BaseSettings):
         le=3600,
         description="Seconds without a touch after which the kiosk page clears the conversation and starts "
         "a new session, so the next shopper never sees the previous one's questions.",
+    )
+    ui_handoff_wait_s: float = Field(
+        default=300.0,
+        ge=1,
+        le=3600,
+        description="Seconds without a touch the kiosk page waits, instead of the idle reset, while the "
+        "shopper's call for staff is open or claimed: someone waiting for a colleague stands still, and a "
+        "reset would take their call off the staff page. Never shorter than the idle reset.",
     )
     ui_language: Literal["en", "zh"] = Field(
         default="en", description="Language the kiosk page starts in, and returns to at every idle reset."
@@ -327,6 +338,72 @@ class Settings(BaseSettings):
         "until then the record is waited for, never sent again.",
     )
 
+    # --- store staff: hand-offs, the staff page and alerts (issue #14) ------------------------------
+    staff_pin_digest: SecretStr | None = Field(
+        default=None,
+        description="Digest of the store's staff PIN or key, made by `edge staff-pin` (the PIN itself is never "
+        "stored). Unset: the staff page at /staff says it is off. Changing it signs every staff page out.",
+    )
+    staff_session_hours: float = Field(
+        default=12.0,
+        gt=0,
+        le=168,
+        description="How long a staff sign-in lasts (a shift) before the PIN is asked again.",
+    )
+    staff_signin_attempts: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="Wrong PINs one device may try per KIOSK_STAFF_SIGNIN_WINDOW_S before it must wait; four times "
+        "as many from all devices together lock sign-in for everyone until the window passes.",
+    )
+    staff_signin_window_s: float = Field(
+        default=300.0, gt=0, le=86400, description="The window KIOSK_STAFF_SIGNIN_ATTEMPTS counts wrong PINs in."
+    )
+    staff_remind_after_s: float = Field(
+        default=60.0,
+        ge=5,
+        le=3600,
+        description="An open hand-off nobody has claimed for this long flashes and sounds on the staff page.",
+    )
+    staff_alerts: bool = Field(
+        default=False,
+        description="Queue a webhook alert for every new hand-off (the sync agent sends it to "
+        "KIOSK_STAFF_WEBHOOK_URL). Set it on the runtime; the URL belongs to the sync agent's Secret.",
+    )
+    staff_webhook_url: SecretStr | None = Field(
+        default=None,
+        description="Where the sync agent POSTs hand-off alerts (JSON), e.g. a chat group's incoming webhook. "
+        "Its query often holds the group's key: keep it in the sync agent's Secret.",
+    )
+    staff_webhook_format: Literal["generic", "wecom", "dingtalk", "feishu", "slack"] = Field(
+        default="generic",
+        description="The JSON shape the webhook expects: generic ({text, handoff}), wecom or dingtalk "
+        "({msgtype: text, text: {content}}), feishu ({msg_type: text, content: {text}}), slack ({text}).",
+    )
+    staff_webhook_include_question: bool = Field(
+        default=False,
+        description="Put the shopper's question in the alert. Off by default: the webhook usually leaves the "
+        "store for a third-party chat service.",
+    )
+    store_timezone: str = Field(
+        default="UTC",
+        description="The store's time zone (IANA name, e.g. Asia/Shanghai): the time written in webhook alerts. "
+        "The staff page shows times in its own device's zone.",
+    )
+    staff_alert_max_age_s: float = Field(
+        default=1800.0,
+        gt=0,
+        description="An alert not delivered within this long after its hand-off opened is dropped, not sent "
+        "late; so is one whose hand-off was claimed, closed or abandoned before it went out.",
+    )
+    handoff_hold_s: float = Field(
+        default=1800.0,
+        ge=0,
+        description="A conversation with an open or claimed hand-off is pushed to central once the hand-off "
+        "ends, or after this long, so its record carries the claim and close times.",
+    )
+
     # --- live escalation to central (issue #13) --------------------------------------------------
     escalate: bool = Field(
         default=False,
@@ -449,6 +526,35 @@ class Settings(BaseSettings):
         """One of the per-language messages in `language`, else in English."""
         messages: dict[str, str] = getattr(self, name)
         return messages.get(language) or messages.get(DEFAULT_LANGUAGE) or next(iter(messages.values()), "")
+
+    @field_validator("staff_webhook_url")
+    @classmethod
+    def _webhook_is_http(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is None:
+            return url
+        parts = urlsplit(url.get_secret_value())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("the webhook URL must be an http:// or https:// URL with a host")
+        if any(marker in url.get_secret_value().lower() for marker in PLACEHOLDER_MARKERS):
+            raise ValueError("the webhook URL must be the real one, not a placeholder")
+        return url
+
+    @field_validator("store_timezone")
+    @classmethod
+    def _known_timezone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r}: use an IANA name such as Asia/Shanghai or UTC") from None
+        return name
+
+    @field_validator("staff_pin_digest")
+    @classmethod
+    def _digest_is_ours(cls, digest: SecretStr | None) -> SecretStr | None:
+        """A plain PIN pasted where the digest goes would never match: refuse it at start."""
+        if digest is not None and not is_pin_digest(digest.get_secret_value()):
+            raise ValueError("expected a digest made by `edge staff-pin` (pbkdf2_sha256$...), not the PIN itself")
+        return digest
 
     @field_validator("central_app_key", "central_dataset_key", "central_ingest_key", "central_chat_key")
     @classmethod

@@ -18,13 +18,14 @@ import sqlite_utils
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from edge.api.errors import NotFound
+from edge.api.errors import NotFound, Unauthorized
 from edge.api.kiosk_auth import COOKIE, KioskSessions, check_same_origin, load_or_create_secret
 from edge.settings import Settings
+from edge.store.handoffs import Handoffs
 from edge.store.sync_state import SyncState
 
 router = APIRouter()
-ASSETS = ("index.html", "kiosk.css", "i18n.js", "kiosk.js")
+ASSETS = ("index.html", "base.css", "kiosk.css", "i18n.js", "kiosk.js")
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8", ".js": "text/javascript"}
 STATUS_POLL_S = 15
 # The page may reach the box and nothing else; `data:` only for the empty favicon.
@@ -90,6 +91,17 @@ def _kiosk(request: Request) -> Kiosk:
     return kiosk
 
 
+async def _abandon_previous(request: Request, kiosk: Kiosk) -> None:
+    """The page starts over (idle reset, "Start over", a reload): the shopper of the session it leaves is
+    gone, so that session's open hand-off is marked abandoned -- staff are not sent to an empty kiosk."""
+    token = request.cookies.get(COOKIE)
+    handoffs: Handoffs | None = getattr(request.app.state, "handoffs", None)
+    session = kiosk.sessions.verify(token) if token else None
+    if session is None or handoffs is None:
+        return
+    await run_in_threadpool(handoffs.abandon_user, session.user)
+
+
 def _set_session(request: Request, response: Response, kiosk: Kiosk) -> None:
     response.set_cookie(
         COOKIE,
@@ -106,6 +118,7 @@ def _set_session(request: Request, response: Response, kiosk: Kiosk) -> None:
 async def page(request: Request) -> Response:
     """The kiosk page, with a fresh session: a reload is a new shopper."""
     kiosk = _kiosk(request)
+    await _abandon_previous(request, kiosk)
     asset = kiosk.assets["index.html"]
     response = Response(
         asset.body, media_type=asset.content_type, headers={**SECURITY_HEADERS, "Cache-Control": "no-store"}
@@ -132,6 +145,7 @@ async def new_session(request: Request) -> Response:
     """A new session for the next shopper (the page asks at every idle reset, and after a 401)."""
     kiosk = _kiosk(request)
     check_same_origin(request)
+    await _abandon_previous(request, kiosk)
     response = Response(b'{"result":"success"}', media_type="application/json", headers={"Cache-Control": "no-store"})
     _set_session(request, response, kiosk)
     return response
@@ -148,6 +162,29 @@ async def status(request: Request) -> dict[str, Any]:
     return {
         **central,
         "idle_reset_s": settings.ui_idle_reset_s,
+        "handoff_wait_s": settings.ui_handoff_wait_s,
         "language": settings.ui_language,
         "poll_s": STATUS_POLL_S,
+    }
+
+
+@router.get("/kiosk/handoff")
+async def handoff(request: Request) -> dict[str, Any]:
+    """The state of this kiosk session's newest hand-off, so the page can tell the shopper a colleague is on
+    the way: `{"status": "none"}`, or its `status` (open, claimed, closed, abandoned), `claimed_by` and
+    the hand-off's id. Only the session's own hand-offs: the kiosk cookie is required."""
+    kiosk = _kiosk(request)
+    session = kiosk.sessions.authenticate(request)
+    if session is None:
+        raise Unauthorized("The kiosk page's session cookie is required.")
+    handoffs: Handoffs = request.app.state.handoffs
+    latest = await run_in_threadpool(handoffs.latest_for_user, session.user)
+    if latest is None:
+        return {"status": "none"}
+    return {
+        "id": latest["id"],
+        "conversation_id": latest["conversation_id"],
+        "status": latest["status"],
+        "claimed_by": latest["claimed_by"],
+        "opened_at": latest["opened_at"],
     }

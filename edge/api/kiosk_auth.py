@@ -71,23 +71,24 @@ class KioskSession:
         return USER_PREFIX + self.sid
 
 
-def load_or_create_secret(data_dir: Path) -> bytes:
-    """The signing secret, kept in `data_dir` (mode 0600) so a restart does not log out open kiosk pages.
+def load_or_create_secret(data_dir: Path, name: str = SECRET_FILE) -> bytes:
+    """The signing secret in `data_dir/name` (mode 0600), so a restart does not log out open kiosk pages
+    (the staff page keeps its own, `staff-secret`: a kiosk token is never a staff one).
 
     A box restarts for upgrades and after a crash; with a secret made at start every open page would
     lose its session, and with it the shopper's conversation. The file sits beside the database,
     which holds the conversations themselves, so it needs no stronger protection. Delete it to rotate.
     """
-    path = data_dir / SECRET_FILE
+    path = data_dir / name
     try:
         secret = bytes.fromhex(path.read_text(encoding="ascii").strip())
         if len(secret) >= _SECRET_BYTES:
             return secret
-        log.warning("kiosk secret in %s is too short; making a new one", path)
+        log.warning("secret in %s is too short; making a new one", path)
     except FileNotFoundError:
         pass
     except ValueError:
-        log.warning("kiosk secret in %s is not hex; making a new one", path)
+        log.warning("secret in %s is not hex; making a new one", path)
     secret = secrets.token_bytes(_SECRET_BYTES)
     data_dir.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
@@ -150,8 +151,9 @@ class KioskSessions:
         return session
 
 
-def check_same_origin(request: Request) -> None:
-    """Refuse a request that is not from the box's own pages (what a cross-site page would send).
+def check_same_origin(request: Request, page: str = "kiosk") -> None:
+    """Refuse a request that is not from the box's own pages (what a cross-site page would send); `page`
+    names the page in the refusal (the kiosk's, or the staff page's).
 
     Browsers send `Sec-Fetch-Site` only to secure origins (https, localhost), so on a shop's plain-http
     network `Origin` is the proof: every browser sends it on POST and DELETE. A same-origin GET may
@@ -161,11 +163,11 @@ def check_same_origin(request: Request) -> None:
     fetch_site = request.headers.get("sec-fetch-site")
     origin = request.headers.get("origin")
     if fetch_site is not None and fetch_site != "same-origin":
-        raise Forbidden("Kiosk sessions are accepted only from the kiosk page itself (Sec-Fetch-Site).")
+        raise Forbidden(f"{page.capitalize()} sessions are accepted only from the {page} page itself (Sec-Fetch-Site).")
     if origin is not None and not _is_own_origin(origin, request.headers.get("host")):
-        raise Forbidden("Kiosk sessions are accepted only from the kiosk page itself (Origin).")
+        raise Forbidden(f"{page.capitalize()} sessions are accepted only from the {page} page itself (Origin).")
     if fetch_site is None and origin is None and request.method not in SAFE_METHODS:
-        raise Forbidden("A kiosk request that changes something must carry Origin or Sec-Fetch-Site.")
+        raise Forbidden(f"A {page} request that changes something must carry Origin or Sec-Fetch-Site.")
 
 
 def _is_own_origin(origin: str, host: str | None) -> bool:

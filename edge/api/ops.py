@@ -51,5 +51,8 @@ async def metrics(request: Request) -> Response:
     sync = getattr(state, "sync_figures", None)
     if sync is not None:
         state.metrics.refresh_sync(*await run_in_threadpool(sync))
+    handoffs = getattr(state, "handoffs", None)
+    if handoffs is not None:
+        state.metrics.refresh_handoffs(await run_in_threadpool(handoffs.counts))
     state.metrics.refresh_disk(volume_usage(state.settings.data_dir), database_bytes(state.settings.database_path))
     return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -33,9 +33,11 @@ from edge.language import detect, pick
 from edge.logs import CONVERSATION_ID
 from edge.settings import Settings
 from edge.store.conversations import ConversationStore
+from edge.store.handoffs import KIOSK_ID_MAX
 from edge.text import normalise
 
 HANDOFF_INPUT = "handoff"
+KIOSK_INPUT = "kiosk_id"
 _SENTENCE_END = re.compile(r"[.!?。！？](?:\s+|$)|\n")
 
 __all__ = ["Assistant", "Delta", "Finished", "Prepared", "Started", "wants_handoff"]
@@ -71,6 +73,7 @@ class Prepared:
     escalation: Attempt | None = None  # set when central is asked first (the local decision is the fallback)
     created_at: int = field(default_factory=lambda: int(time.time()))  # the message's, as Started reports it
     started: float = field(default_factory=time.perf_counter)  # when the question arrived: latency counts routing
+    kiosk_id: str | None = None  # `inputs.kiosk_id`: which kiosk a hand-off calls staff to
 
 
 class Relay:
@@ -81,6 +84,16 @@ class Relay:
 
     def cancel(self) -> None:
         self.stopped = True
+
+
+def kiosk_of(inputs: dict[str, Any]) -> str | None:
+    """`inputs.kiosk_id`: the kiosk asking, when a box serves several (the kiosk page sends its `?kiosk=`).
+    Only a short printable name is taken; anything else falls back to the box's own `kiosk_id`."""
+    value = inputs.get(KIOSK_INPUT)
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    return value if 0 < len(value) <= KIOSK_ID_MAX and value.isprintable() else None
 
 
 def wants_handoff(inputs: dict[str, Any]) -> bool:
@@ -162,7 +175,14 @@ class Assistant:
 
         if wants_handoff(inputs):
             decision = Decision(Route.HANDOFF, reason=Reason.BUTTON)
-            return Prepared(conversation, decision, detect(query), new_conversation=new_conversation, started=started)
+            return Prepared(
+                conversation,
+                decision,
+                detect(query),
+                new_conversation=new_conversation,
+                started=started,
+                kiosk_id=kiosk_of(inputs),
+            )
         routed = await self.router.route(query, past_turns)
         prepared = Prepared(
             conversation,
@@ -171,6 +191,7 @@ class Assistant:
             routed.understanding,
             new_conversation=new_conversation,
             started=started,
+            kiosk_id=kiosk_of(inputs),
         )
         if routed.decision.route is Route.LLM and self.llm is None:
             prepared.decision = Decision(Route.HANDOFF, reason=Reason.NO_LLM)

@@ -15,10 +15,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from edge.assistant.policy import Route
+from edge.assistant.policy import Reason, Route
 from edge.assistant.sources import Source
 from edge.metrics import Metrics
 from edge.store.conversations import ConversationStore
+from edge.store.handoffs import ABSTENTION, BUTTON, ERROR, Opening
 from edge.store.writer import Writer, committed
 
 if TYPE_CHECKING:
@@ -53,11 +54,51 @@ class Turn:
     central: dict[str, Any] | None = None  # an escalated turn: central's ids and latency, or why it fell back
 
 
+@dataclass(frozen=True)
+class HandoffPolicy:
+    """How a hand-off turn opens a hand-off: the box's own kiosk id (when the client names none) and
+    whether a webhook alert is queued with it."""
+
+    kiosk_id: str = "kiosk-1"
+    alert: bool = False
+
+    def opening(self, turn: Turn, error: str | None) -> Opening | None:
+        """The hand-off a turn opens, or None when it does not hand the shopper over."""
+        prepared = turn.prepared
+        decision = prepared.decision
+        if decision.route is not Route.HANDOFF:
+            return None
+        if decision.reason is Reason.BUTTON:
+            why = BUTTON
+        elif decision.reason is Reason.NO_LLM or error is not None:
+            why = ERROR  # the box could not answer (its LLM failed or is missing; the turn broke off)
+        else:
+            why = ABSTENTION
+        return Opening(
+            conversation_id=turn.conversation_id,
+            user=turn.user,
+            message_id=turn.message_id,
+            kiosk_id=prepared.kiosk_id or self.kiosk_id,
+            language=prepared.language,
+            reason=why,
+            detail=decision.reason.value,
+            question=turn.query,
+            alert=self.alert,
+        )
+
+
 class TurnRecorder:
-    def __init__(self, conversations: ConversationStore, writer: Writer, metrics: Metrics | None) -> None:
+    def __init__(
+        self,
+        conversations: ConversationStore,
+        writer: Writer,
+        metrics: Metrics | None,
+        handoffs: HandoffPolicy | None = None,
+    ) -> None:
         self.conversations = conversations
         self.writer = writer  # every turn commits through it, grouped with the turns around it
         self.metrics = metrics
+        self.handoffs = handoffs or HandoffPolicy()
 
     async def record(self, turn: Turn) -> Finished:
         """Commit the turn; returns once it is durable. Counted and logged on COMMIT, in the request's
@@ -115,6 +156,7 @@ class TurnRecorder:
             language=prepared.language,
             reason=decision.reason.value,
             central=turn.central,
+            handoff=self.handoffs.opening(turn, error),
         )
         return Finished(
             message,

@@ -11,6 +11,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import sqlite_utils
@@ -24,6 +25,7 @@ from edge.store.errors import (
     InvalidParam,
     NotFound,
 )
+from edge.store.handoffs import Handoffs, Opening
 from edge.store.outbox import Outbox
 
 SORT_FIELDS = {"created_at", "updated_at"}
@@ -87,6 +89,7 @@ class ConversationStore:
         self.clock = clock
         self._lock = connection_lock(db)
         self._outbox = Outbox(db, clock=clock)
+        self.handoffs = Handoffs(db, clock=clock)
 
     def _now(self) -> int:
         return int(self.clock())
@@ -146,7 +149,8 @@ class ConversationStore:
         return [_conversation_item(row) for row in rows[:limit]], len(rows) > limit
 
     def delete(self, conversation_id: str, user: str) -> None:
-        """Soft-delete: the row stays (its turns may still be syncing) but the user no longer sees it."""
+        """Soft-delete: the row stays (its turns may still be syncing) but the user no longer sees it. Its
+        open hand-off is abandoned in the same transaction: nobody is waiting at the kiosk for it now."""
         with transaction(self.db):
             cursor = self.db.execute(
                 "UPDATE conversations SET deleted = 1 WHERE id = ? AND user = ? AND deleted = 0",
@@ -154,6 +158,7 @@ class ConversationStore:
             )
             if cursor.rowcount == 0:
                 raise NotFound(CONVERSATION_NOT_EXISTS)
+            self.handoffs.abandon_conversation(conversation_id)
 
     def rename(self, conversation_id: str, user: str, name: str) -> dict[str, Any]:
         """Rename and bump `updated_at` (as Dify does); returns the conversation item."""
@@ -190,6 +195,7 @@ class ConversationStore:
         language: str | None = None,
         reason: str | None = None,
         central: dict[str, Any] | None = None,
+        handoff: Opening | None = None,
     ) -> dict[str, Any]:
         """Store one answered turn together with its outbox row: a turn never exists without it.
 
@@ -200,6 +206,9 @@ class ConversationStore:
         `central` (escalated turns): `escalation` (`answered` or `fallback:<cause>`) and, when central
         answered, its `central_message_id`, `central_conversation_id` and `central_first_byte_ms`; the
         local conversation's mapping to central's is kept in the same transaction.
+
+        `handoff` (a turn that hands the shopper to staff): the hand-off opens in the same transaction, so
+        the staff page never misses a call the shopper was told about. Its message id is this turn's.
         """
         message_id = message_id or str(uuid.uuid4())
         row = {
@@ -262,6 +271,9 @@ class ConversationStore:
                     [conversation_id, row["central_conversation_id"], row["created_at"]],
                 )
             self._outbox.enqueue("turn", message_id, payload)
+            if handoff is not None:
+                opening = replace(handoff, conversation_id=conversation_id, user=user, message_id=message_id)
+                self.handoffs.open_in_transaction(opening)
         return _message_item({**row, "conversation_inputs": json.dumps(inputs), "feedback_rating": None})
 
     def central_conversation(self, conversation_id: str) -> str | None:

@@ -35,3 +35,10 @@ class InvalidParam(StoreError):
 
     status = 400
     code = "invalid_param"
+
+
+class Conflict(StoreError):
+    """The row moved on meanwhile (a hand-off another colleague claimed first); `message` says how."""
+
+    status = 409
+    code = "conflict"

@@ -276,6 +276,40 @@ def m010_central_escalation(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE messages ADD COLUMN escalation TEXT")  # NULL: not tried; `answered`; `fallback:<cause>`
 
 
+def m011_handoffs(db: sqlite_utils.Database) -> None:
+    """Hand-offs to store staff (issue #14, `edge.store.handoffs`): one row per call, its state and times.
+    Times are epoch seconds as REAL: time to claim is measured in seconds, not whole ones."""
+    db.execute(
+        """CREATE TABLE handoffs (
+            id TEXT PRIMARY KEY,
+            conversation_id TEXT NOT NULL,
+            user TEXT NOT NULL, -- the Dify user (a kiosk session's is kiosk-<sid>)
+            message_id TEXT NOT NULL, -- the turn that opened it
+            kiosk_id TEXT NOT NULL,
+            language TEXT NOT NULL,
+            reason TEXT NOT NULL, -- button | abstention | error
+            detail TEXT, -- the policy's reason: unsure, no_translation, no_llm, ...
+            question TEXT,
+            status TEXT NOT NULL, -- open | claimed | closed | abandoned
+            opened_at REAL NOT NULL,
+            claimed_at REAL,
+            claimed_by TEXT,
+            closed_at REAL,
+            closed_by TEXT,
+            abandoned_at REAL,
+            calls INTEGER NOT NULL DEFAULT 1, -- hand-off turns while it was active
+            rev INTEGER NOT NULL -- bumped by every change: the staff page's cursor
+        )"""
+    )
+    db.execute(
+        "CREATE UNIQUE INDEX idx_handoffs_active ON handoffs (conversation_id) WHERE status IN ('open', 'claimed')"
+    )
+    db.execute("CREATE INDEX idx_handoffs_rev ON handoffs (rev)")
+    db.execute("CREATE INDEX idx_handoffs_opened ON handoffs (opened_at)")
+    db.execute("CREATE INDEX idx_handoffs_user ON handoffs (user, opened_at)")
+    db.execute("CREATE INDEX idx_handoffs_conversation ON handoffs (conversation_id)")  # retention, records
+
+
 # Each migration's number is its key in `_migrations`: the next one takes the next number.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, m001_initial),
@@ -288,6 +322,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(8, m008_push_leases),
     Migration(9, m009_retention_indexes),
     Migration(10, m010_central_escalation),
+    Migration(11, m011_handoffs),
 )
 
 # What releases before version numbers recorded: function names. Frozen on purpose, so a later rename

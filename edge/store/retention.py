@@ -4,8 +4,10 @@ A box answers about 300,000 turns a year on a 5 Gi volume it shares with its bun
 the messages and the outbox (which keeps a copy of each turn) grow until SQLite cannot write.
 
 - Only a conversation that is wholly pushed goes: every outbox row of its messages `done` (turns and
-  feedback) and every `pushed_records` part `done`. Pending or parked work is never deleted, whatever
-  its age; a box that pushes nowhere keeps everything (the readiness warning then says the disk fills).
+  feedback), every outbox row of its hand-offs `done` (changes for central and staff alerts, keyed by the
+  hand-off's id) and every `pushed_records` part `done`; its hand-offs go with it. Pending or parked work
+  is never deleted, whatever its age; a box that pushes nowhere keeps everything (the readiness warning
+  then says the disk fills).
 - Age is the conversation's `updated_at` (its last turn): a shopper who came back keeps it young.
 - Deletion goes in batches, each one short `BEGIN IMMEDIATE` transaction that re-checks both rules,
   so a turn or a feedback arriving meanwhile keeps its conversation, and the server's writer (another
@@ -36,20 +38,27 @@ from edge.store.migrations import INCREMENTAL
 log = logging.getLogger(__name__)
 DAY_S = 86400.0
 
-# One batch: the oldest conversations after the cursor, each with whether anything of it is unpushed.
+# One batch: the oldest conversations after the cursor, each with whether anything of it is unpushed. A
+# hand-off's rows (`handoff` for central, `alert` for the webhook) are keyed by its id, not a message's: the
+# conversations with such rows not done yet are found once per batch (few rows: only the unsent ones).
 _CANDIDATES = """
 SELECT c.id, c.updated_at,
        EXISTS (SELECT 1 FROM messages m JOIN outbox o ON o.ref = m.id
                WHERE m.conversation_id = c.id AND o.status != 'done')
        OR EXISTS (SELECT 1 FROM pushed_records p WHERE p.conversation_id = c.id AND p.status != 'done')
+       OR c.id IN (SELECT h.conversation_id FROM outbox o JOIN handoffs h ON h.id = o.ref
+                   WHERE o.status IN ('pending', 'parked') AND o.kind IN ('handoff', 'alert'))
 FROM conversations c
 WHERE c.updated_at < ? AND (c.updated_at, c.id) > (?, ?)
 ORDER BY c.updated_at, c.id
 LIMIT ?
 """
 _MESSAGES_OF = "SELECT id FROM messages WHERE conversation_id IN ({marks})"
+_HANDOFFS_OF = "SELECT id FROM handoffs WHERE conversation_id IN ({marks})"
 _DELETES = (
     f"DELETE FROM outbox WHERE ref IN ({_MESSAGES_OF})",
+    f"DELETE FROM outbox WHERE kind IN ('handoff', 'alert') AND ref IN ({_HANDOFFS_OF})",
+    "DELETE FROM handoffs WHERE conversation_id IN ({marks})",
     f"DELETE FROM feedback WHERE message_id IN ({_MESSAGES_OF})",
     "DELETE FROM messages WHERE conversation_id IN ({marks})",
     "DELETE FROM pushed_records WHERE conversation_id IN ({marks})",
@@ -63,6 +72,7 @@ class RetentionReport:
     conversations: int = 0
     messages: int = 0
     outbox_rows: int = 0
+    handoffs: int = 0
     kept_unpushed: int = 0  # old enough, but something of it is not on central yet
     pages_reclaimed: int = 0  # handed back to the volume (auto_vacuum=INCREMENTAL)
     free_pages: int = 0  # left in the file, reused by new rows
@@ -134,9 +144,10 @@ class Retention:
             if ids:
                 marks = ", ".join("?" for _ in ids)
                 counts = [self.db.execute(sql.format(marks=marks), ids).rowcount for sql in _DELETES]
-                report.outbox_rows += counts[0]
-                report.messages += counts[2]
-                report.conversations += counts[4]
+                report.outbox_rows += counts[0] + counts[1]
+                report.messages += counts[4]
+                report.conversations += counts[6]
+                report.handoffs += counts[2]
         return len(rows), ((rows[-1][1], rows[-1][0]) if rows else cursor)
 
     def _reclaim(self, report: RetentionReport, stop: threading.Event | None) -> None:

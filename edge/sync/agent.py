@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import httpx
 import sqlite_utils
 
 from edge.bundle import BundleError, load_bundle
@@ -28,6 +29,7 @@ from edge.store.outbox import Outbox
 from edge.store.parameters import CentralParameters
 from edge.store.retention import Retention
 from edge.store.sync_state import CENTRAL, SyncState
+from edge.sync.alerts import AlertReport, AlertSender
 from edge.sync.client import AuthFailed, DifyClient, Malformed, Rejected, SyncError, Unreachable
 from edge.sync.pull import pull_annotations, pull_knowledge, pull_parameters
 from edge.sync.push import DocumentSink, Pusher, PushPolicy, RecordSink, WorkflowSink, backoff
@@ -57,6 +59,7 @@ class SyncAgent:
         embedder_factory: Callable[[], tuple[Embedder, str]] | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        alert_http: httpx.Client | None = None,
     ) -> None:
         self.settings = settings
         self.db = db
@@ -86,12 +89,23 @@ class SyncAgent:
                     # a record stays this agent's for longer than one call to central and one wait between
                     # look-ups take (renewed meanwhile); an agent that dies frees it as soon
                     lease_s=3 * settings.sync_timeout_s + 10.0,
+                    handoff_hold_s=settings.handoff_hold_s,
                 ),
                 clock=clock,
                 rng=self.rng,
             )
             if (sink := record_sink(settings, client)) is not None
             else None
+        )
+        # Staff alerts go to the store's webhook, not to central: they never wait for central's probe.
+        # The pusher's name on their leases, so its "another agent is working" notes leave them out.
+        self.alerts = AlertSender(
+            db,
+            settings,
+            alert_http or httpx.Client(follow_redirects=False),
+            clock,
+            self.rng,
+            holder=self.pusher.holder if self.pusher else None,
         )
 
     def embedder(self) -> tuple[Embedder, str]:
@@ -192,7 +206,37 @@ class SyncAgent:
             return self.settings.sync_interval_s
         return max(1.0, backoff(self.failures, 2.0, self.settings.sync_backoff_max_s, self.rng))
 
+    def send_alerts(self) -> AlertReport:
+        """Send the due staff alerts now (`edge sync once`, the alert loop); a bug is logged, not raised."""
+        try:
+            return self.alerts.run_once()
+        except Exception:
+            log.exception("staff alerts failed")
+            return AlertReport(errors=["staff alerts failed: see the log"])
+
+    def run_alerts(self, stop: threading.Event, every_s: float = 1.0) -> None:
+        """The alert loop beside the passes: a new hand-off's alert goes out within a second or two,
+        whatever the sync interval, central's state, or a pass that takes minutes."""
+        while not stop.is_set():
+            try:
+                due = self.alerts.due()
+            except Exception:
+                log.exception("staff alerts failed")
+                due = False
+            if due:
+                self.send_alerts()
+            stop.wait(every_s)
+
     def run_forever(self, stop: threading.Event) -> None:
+        alerts = threading.Thread(target=self.run_alerts, args=(stop,), name="staff-alerts", daemon=True)
+        alerts.start()
+        try:
+            self._passes(stop)
+        finally:
+            stop.set()
+            alerts.join(timeout=self.alerts.lease_s)
+
+    def _passes(self, stop: threading.Event) -> None:
         # Retention runs here, online or not (old pushed conversations age out during an outage too), at
         # most hourly; it logs its own failures.
         retention = Retention(self.db, self.settings.retention_days, clock=self.clock)
@@ -215,8 +259,15 @@ class SyncAgent:
             "outbox_pending": self.outbox.depth(),
             "outbox_parked": len(parked),
             "pushing_now": self.outbox.leases(),  # which agent holds which rows (another one may be working)
+            "alerts": self.alerts.counts(),  # staff alerts: pending, parked, sent, skipped
             "parked": [
-                {"id": row["id"], "ref": row["ref"], "attempts": row["attempts"], "reason": row["last_error"]}
+                {
+                    "id": row["id"],
+                    "kind": row["kind"],
+                    "ref": row["ref"],
+                    "attempts": row["attempts"],
+                    "reason": row["last_error"],
+                }
                 for row in parked[:50]
             ],
         }

@@ -12,7 +12,10 @@ Two agents can share the database (the `edge sync run` sidecar and an operator's
 a record's outbox rows are leased to one of them while it works, and the other says who has them.
 
 Turns that arrive after a conversation was pushed (the shopper came back), and feedback on turns
-already pushed, go in its next part.
+already pushed, go in its next part. So do hand-off changes: a conversation whose hand-off is open or
+claimed waits (`handoff_hold_s`, from the opening) so that one record usually carries the whole story --
+reason, claim, close and waits -- and a change after the push (a late close) goes in the next part.
+Staff alerts (`alert` rows) are not this stream's: the alert sender owns them.
 """
 
 from __future__ import annotations
@@ -32,12 +35,20 @@ from typing import Any, Protocol
 import sqlite_utils
 
 from edge.store.db import connection_lock, transaction
+from edge.store.errors import NotFound
+from edge.store.handoffs import ACTIVE, HANDOFF_ROW, Handoffs
 from edge.store.outbox import Outbox
 from edge.sync.client import DifyClient, Rejected, SyncError, Unreachable
 
 log = logging.getLogger(__name__)
 SENDING, DONE, PARKED = "sending", "done", "parked"
-TURN, FEEDBACK = "turn", "feedback"
+TURN, FEEDBACK, HANDOFF = "turn", "feedback", HANDOFF_ROW
+KINDS = (TURN, FEEDBACK, HANDOFF)  # the outbox rows a record carries (never `alert`: the alert sender's)
+_KIND_MARKS = ", ".join("?" for _ in KINDS)
+HANDOFF_FIELDS = (
+    "id", "kiosk_id", "language", "reason", "detail", "status", "opened_at", "claimed_at", "claimed_by",
+    "closed_at", "closed_by", "abandoned_at", "calls", "time_to_claim_s", "time_to_close_s", "waited_s",
+)  # fmt: skip
 LANDED, RUNNING, ABSENT = "landed", "running", "absent"
 FINISHED_OK = ("succeeded", "partial-succeeded")  # the run exists with its inputs: the record landed
 UNFINISHED = ("running", "paused")
@@ -173,6 +184,7 @@ class PushPolicy:
     wait_s: float = 10.0  # how long one pass waits for a run that may exist before leaving it for later
     poll_s: float = 0.5
     lease_s: float = 120.0  # how long a record's rows stay this agent's; renewed while waiting and before the send
+    handoff_hold_s: float = 1800.0  # a conversation with an active hand-off opened less long ago waits for it
 
 
 @dataclass
@@ -184,6 +196,7 @@ class PushReport:
     parked: int = 0
     turns: int = 0
     feedback: int = 0
+    handoffs: int = 0  # hand-off changes (opened, claimed, closed, abandoned, called again) carried
     busy_rows: int = 0  # outbox rows another sync agent is working on
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -268,17 +281,24 @@ class Pusher:
     # --- choosing work --------------------------------------------------------------------------
 
     def _due(self, limit: int) -> list[str]:
-        """Conversations with pending rows due now whose last turn is older than the idle time."""
+        """Conversations with pending rows due now whose last turn is older than the idle time, and whose
+        active hand-off (if any) was opened `handoff_hold_s` ago or more: until then a colleague may still
+        claim and close it, and the record would carry half of its story. A record already written ahead
+        (`sending`) is not held: its rows are fixed."""
         now = self.clock()
         with connection_lock(self.db):
             rows = self.db.execute(
-                """SELECT json_extract(o.payload, '$.conversation_id') AS cid
+                f"""SELECT json_extract(o.payload, '$.conversation_id') AS cid
                    FROM outbox o
-                   WHERE o.kind IN (?, ?) AND o.status = 'pending' AND o.next_attempt_at <= ?
+                   WHERE o.kind IN ({_KIND_MARKS}) AND o.status = 'pending' AND o.next_attempt_at <= ?
                    GROUP BY cid
                    HAVING (SELECT max(m.created_at) FROM messages m WHERE m.conversation_id = cid) <= ?
+                      AND (NOT EXISTS (SELECT 1 FROM handoffs h WHERE h.conversation_id = cid
+                                       AND h.status IN {ACTIVE} AND h.opened_at > ?)
+                           OR EXISTS (SELECT 1 FROM pushed_records p WHERE p.conversation_id = cid
+                                      AND p.status = '{SENDING}'))
                    ORDER BY min(o.id) LIMIT ?""",
-                [TURN, FEEDBACK, now, now - self.policy.idle_s, limit],
+                [*KINDS, now, now - self.policy.idle_s, now - self.policy.handoff_hold_s, limit],
             ).fetchall()
         return [row[0] for row in rows]
 
@@ -300,9 +320,9 @@ class Pusher:
                 ids = [
                     row[0]
                     for row in self.db.execute(
-                        "SELECT id FROM outbox WHERE kind IN (?, ?) AND status = 'pending'"
+                        f"SELECT id FROM outbox WHERE kind IN ({_KIND_MARKS}) AND status = 'pending'"
                         " AND json_extract(payload, '$.conversation_id') = ? ORDER BY id",
-                        [TURN, FEEDBACK, conversation_id],
+                        [*KINDS, conversation_id],
                     ).fetchall()
                 ]
             if not ids:
@@ -380,6 +400,7 @@ class Pusher:
         kinds = self._kinds(ids)
         report.turns += kinds.get(TURN, 0)
         report.feedback += kinds.get(FEEDBACK, 0)
+        report.handoffs += kinds.get(HANDOFF, 0)
 
     def _look_up(self, record: dict[str, Any], ids: list[int]) -> Lookup | None:
         """Central's answer for the record; while its run may exist and is not finished, wait (a while,
@@ -431,7 +452,9 @@ class Pusher:
 
     def _build(self, record: dict[str, Any], ids: list[int]) -> dict[str, Any]:
         """The transcript of the turns this record carries, with routes, intents and hand-offs, and the
-        feedback it carries: on its own turns inside them, on turns pushed before in `feedback`."""
+        feedback it carries: on its own turns inside them, on turns pushed before in `feedback`. Each
+        hand-off whose changes it carries is in `handoff_details` as it stands now (reason, claim, close,
+        waits): a later change goes in the next part with the hand-off's state then."""
         marks = ",".join("?" * len(ids))
         with connection_lock(self.db):
             rows = list(
@@ -447,6 +470,19 @@ class Pusher:
             given = self.db.execute(
                 f"SELECT payload FROM outbox WHERE id IN ({marks}) AND kind = ? ORDER BY id", [*ids, FEEDBACK]
             ).fetchall()
+            changes = self.db.execute(
+                f"SELECT ref, json_extract(payload, '$.at') FROM outbox WHERE id IN ({marks}) AND kind = ? ORDER BY id",
+                [*ids, HANDOFF],
+            ).fetchall()
+        handoffs = Handoffs(self.db, clock=self.clock)
+        details = []
+        for handoff_id in dict.fromkeys(ref for ref, _ in changes):
+            try:
+                item = handoffs.get(handoff_id)
+            except NotFound:  # deleted meanwhile (retention keeps it while a row is pending: a bug, not a loss)
+                continue
+            details.append({key: item[key] for key in HANDOFF_FIELDS})
+        details.sort(key=lambda item: (item["opened_at"], item["id"]))
         latest: dict[str, dict[str, Any]] = {}
         for (payload,) in given:  # the last word on each message wins (a like, then a revocation)
             item = json.loads(payload)
@@ -478,7 +514,9 @@ class Pusher:
         later = [
             {k: item.get(k) for k in ("message_id", "rating", "content", "updated_at")} for item in latest.values()
         ]
-        times = [turn["created_at"] for turn in turns] + [item["updated_at"] for item in later] or [0]
+        times = [turn["created_at"] for turn in turns] + [item["updated_at"] for item in later]
+        times += [at for _, at in changes if at is not None]
+        times = times or [0]
         return {
             "store_id": self.policy.store_id,
             "kiosk_id": self.policy.kiosk_id,
@@ -487,6 +525,7 @@ class Pusher:
             "started_at": min(times),
             "ended_at": max(times),
             "handoffs": sum(turn["route"] == "handoff" for turn in turns),
+            "handoff_details": details,  # the hand-offs this record carries changes of, as they stand now
             "escalated": sum(turn["escalated"] for turn in turns),  # central already holds these answers
             "turns": turns,
             "feedback": later,  # on turns of earlier parts; a `rating` of None revokes

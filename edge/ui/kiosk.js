@@ -26,7 +26,10 @@
   const JSON_HEADERS = { "Content-Type": "application/json" };
   // The box pins the Dify user to this page's own session; what is sent here is ignored.
   const USER = "kiosk";
-  const config = { idleResetS: 90, language: "en", pollS: 15 };
+  // `?kiosk=<id>` in the page's address names this kiosk to staff when one box serves several.
+  const KIOSK_ID = (new URLSearchParams(window.location.search).get("kiosk") || "").trim().slice(0, 64);
+  const HANDOFF_POLL_S = 2;
+  const config = { idleResetS: 90, handoffWaitS: 300, language: "en", pollS: 15 };
   const state = {
     lang: "en",
     conversationId: null,
@@ -38,6 +41,7 @@
     parametersLang: null,
     renewing: null,
     resets: 0,
+    handoffWatch: null, // {timer, item} while a hand-off is followed until a colleague claims it
   };
 
   const t = (key) => STRINGS[state.lang][key];
@@ -232,7 +236,7 @@
         signal: controller.signal,
         body: JSON.stringify({
           query,
-          inputs: handoff ? { handoff: true } : {},
+          inputs: { ...(handoff ? { handoff: true } : {}), ...(KIOSK_ID ? { kiosk_id: KIOSK_ID } : {}) },
           response_mode: "streaming",
           user: USER,
           ...(state.conversationId ? { conversation_id: state.conversationId } : {}),
@@ -263,12 +267,52 @@
       else if (answer.item.dataset.state === "waiting" && (handoff || route === null)) fail(answer, t("error"));
       else if (answer.item.dataset.state === "waiting") appendText(answer, ""); // an empty answer
       finish(answer, route);
+      if (route === "handoff" && state.resets === resets) watchHandoff(answer.item);
       if (state.busy && state.busy.controller === controller) {
         state.busy = null;
         setBusy(false);
       }
       if (state.resets === resets) activity();
     }
+  }
+
+  // --- a colleague on the way: follow the hand-off until staff claim it ---------------------------
+
+  function stopHandoffWatch() {
+    if (state.handoffWatch) clearInterval(state.handoffWatch.timer);
+    state.handoffWatch = null;
+  }
+
+  // The newest hand-off turn carries the status line; asking again (a second press) moves it there.
+  function watchHandoff(item) {
+    const claimed = el.messages.querySelector(".handoff-status");
+    stopHandoffWatch();
+    const watch = { item, timer: null };
+    if (claimed) item.append(claimed);
+    watch.timer = setInterval(() => checkHandoff(watch), HANDOFF_POLL_S * 1000);
+    state.handoffWatch = watch;
+    checkHandoff(watch);
+  }
+
+  async function checkHandoff(watch) {
+    let seen = null;
+    try {
+      const response = await fetch("/kiosk/handoff", { cache: "no-store" });
+      if (response.status === 401) seen = { status: "none" }; // the session was renewed: not ours any more
+      else if (response.ok) seen = await response.json();
+    } catch (error) {
+      return; // the box is unreachable for now: the next tick asks again
+    }
+    if (!seen || state.handoffWatch !== watch) return;
+    if (seen.status === "claimed" && !watch.item.querySelector(".handoff-status")) {
+      const line = document.createElement("p");
+      line.className = "handoff-status";
+      line.dataset.i18nTurn = "colleagueComing";
+      line.textContent = t("colleagueComing");
+      watch.item.append(line);
+      scrollToEnd();
+    }
+    if (seen.status === "closed" || seen.status === "abandoned" || seen.status === "none") stopHandoffWatch();
   }
 
   // --- welcome: the app's opening statement and suggested questions -------------------------------
@@ -346,10 +390,12 @@
       hideIdleNotice();
       return;
     }
-    const left = config.idleResetS - (Date.now() - state.lastActivity) / 1000;
+    // A shopper waiting for a colleague stands still: the longer wait keeps their call on the board.
+    const limit = state.handoffWatch ? Math.max(config.idleResetS, config.handoffWaitS) : config.idleResetS;
+    const left = limit - (Date.now() - state.lastActivity) / 1000;
     if (left <= 0) {
       reset();
-    } else if (left <= Math.min(15, config.idleResetS / 3)) {
+    } else if (left <= Math.min(15, limit / 3)) {
       el.notice.textContent = t("idle").replace("{n}", String(Math.ceil(left)));
       el.notice.hidden = false;
     } else {
@@ -362,6 +408,7 @@
   function reset() {
     state.resets += 1;
     document.body.dataset.resets = String(state.resets);
+    stopHandoffWatch();
     cancelAnswer();
     el.messages.replaceChildren();
     el.question.value = "";
@@ -396,6 +443,7 @@
     const status = await pollStatus();
     if (status) {
       config.idleResetS = Number(status.idle_reset_s) || config.idleResetS;
+      config.handoffWaitS = Number(status.handoff_wait_s) || config.handoffWaitS;
       config.language = STRINGS[status.language] ? status.language : config.language;
       config.pollS = Number(status.poll_s) || config.pollS;
       applyLanguage(config.language);

@@ -57,8 +57,13 @@ POD_SECRETS = {
     "kiosk-edge-sync": {"KIOSK_CENTRAL_APP_KEY", "KIOSK_CENTRAL_DATASET_KEY", "KIOSK_CENTRAL_INGEST_KEY"},
 }
 # Keys a pod holds only when a store turns a feature on, so the shipped Secrets leave them out:
-# central's chat key is the runtime's only with live escalation (KIOSK_ESCALATE, k3s/README.md).
-OPTIONAL_SECRETS = {"kiosk-edge": {"KIOSK_CENTRAL_CHAT_KEY"}, "kiosk-edge-sync": set()}
+# central's chat key is the runtime's only with live escalation (KIOSK_ESCALATE, k3s/README.md); the staff
+# PIN's digest the runtime's with the staff page; the webhook URL (its query holds a chat group's key) the
+# sync agent's with staff alerts (KIOSK_STAFF_ALERTS).
+OPTIONAL_SECRETS = {
+    "kiosk-edge": {"KIOSK_CENTRAL_CHAT_KEY", "KIOSK_STAFF_PIN_DIGEST"},
+    "kiosk-edge-sync": {"KIOSK_STAFF_WEBHOOK_URL"},
+}
 
 
 def env_name(field: str) -> str:

@@ -23,6 +23,7 @@ import sqlite_utils
 
 from edge.store.conversations import ConversationStore
 from edge.store.db import SYNCHRONOUS, configure, open_database
+from edge.store.handoffs import Opening
 from edge.store.writer import Writer
 from tests.edge.store.powercut import ApswConnection, PowerCut
 
@@ -55,10 +56,14 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _record(store: ConversationStore, conversation: str, turn: int, message: str) -> dict:
+    # Each conversation's second turn calls staff: its hand-off must survive (or vanish) with it.
+    call = Opening("", "", "", "kiosk-1", "en", "button", "button", "staff please", alert=True)
+    handoff = call if turn == 1 else None
     return store.record_turn(
         conversation, "kiosk-1", f"question {turn}", "an answer", message_id=message,
-        new_conversation={"inputs": {}} if turn == 0 else None, route="curated", intent="order.where",
-        confidence=0.9, latency_ms=1.0, prompt_tokens=0, completion_tokens=0, sources=[],
+        new_conversation={"inputs": {}} if turn == 0 else None, route="handoff" if handoff else "curated",
+        intent="order.where", confidence=0.9, latency_ms=1.0, prompt_tokens=0, completion_tokens=0, sources=[],
+        handoff=handoff,
     )  # fmt: skip
 
 
@@ -122,10 +127,15 @@ def _recover(vfs: PowerCut, after: Path, seed: int, acknowledged: list[str]) -> 
         integrity = conn.execute("PRAGMA integrity_check").fetchone()[0]
         stored = {row[0] for row in conn.execute("SELECT id FROM messages")}
         owed = {row[0] for row in conn.execute("SELECT ref FROM outbox WHERE kind = 'turn'")}
+        calls = {row[0] for row in conn.execute("SELECT id FROM messages WHERE route = 'handoff'")}
+        opened = {row[0] for row in conn.execute("SELECT message_id FROM handoffs")}
+        alerted = {row[0] for row in conn.execute("SELECT h.message_id FROM handoffs h JOIN outbox o ON o.ref = h.id"
+                                                    " WHERE o.kind = 'alert'")}  # fmt: skip
     finally:
         conn.close()
     lost = [message for message in acknowledged if message not in stored]
-    return Outcome(seed, acknowledged, integrity, lost, sorted(stored ^ owed))
+    # A turn without its outbox row, a staff call without its hand-off or alert, or the reverse: orphans.
+    return Outcome(seed, acknowledged, integrity, lost, sorted((stored ^ owed) | (calls ^ opened) | (calls ^ alerted)))
 
 
 def _operations(vfs: PowerCut, template: Path, work: Path, synchronous: str) -> int:

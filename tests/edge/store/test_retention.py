@@ -16,6 +16,7 @@ import sqlite_utils
 from edge.settings import Settings
 from edge.store.conversations import ConversationStore
 from edge.store.db import open_database, transaction
+from edge.store.handoffs import Handoffs, Opening
 from edge.store.retention import DAY_S, Retention
 from edge.sync.agent import SyncAgent
 from edge.sync.client import DifyClient
@@ -134,6 +135,53 @@ def test_deletes_only_old_conversations_that_central_holds(db: sqlite_utils.Data
     )
 
 
+def hand_off(db: sqlite_utils.Database, conversation_id: str) -> str:
+    """A hand-off in `conversation_id` as the store writes it (alert on: a `handoff` and an `alert` row),
+    claimed and closed, back when the conversation happened; returns its id."""
+    handoffs = Handoffs(db, clock=lambda: NOW - 300 * DAY_S)
+    opening = Opening(conversation_id, "kiosk-0", f"{conversation_id}-m2", "k1", "en", "button", None, "help", True)
+    with transaction(db):
+        handoff_id = handoffs.open_in_transaction(opening)["id"]
+    handoffs.claim(handoff_id, "Li")
+    handoffs.close(handoff_id, "Li")
+    return handoff_id
+
+
+def rows_of(db: sqlite_utils.Database, handoff_id: str) -> list[tuple[str, str]]:
+    return db.execute("SELECT kind, status FROM outbox WHERE ref = ? ORDER BY id", [handoff_id]).fetchall()
+
+
+def test_an_old_conversation_waits_for_its_hand_off_and_alert_rows_then_goes_with_its_hand_offs(
+    db: sqlite_utils.Database,
+) -> None:
+    late_close, alerting, finished = grow(db, 3, age_days=(300, 300))
+    waiting = hand_off(db, late_close)  # closed after its record went: that change is still to push
+    retrying = hand_off(db, alerting)  # on central, but the webhook has not taken the alert yet
+    gone = hand_off(db, finished)
+    with transaction(db):
+        db.execute("UPDATE outbox SET status = 'done' WHERE kind IN ('handoff', 'alert')")
+        db.execute(
+            "UPDATE outbox SET status = 'pending' WHERE ref = ? AND json_extract(payload, '$.event') = ?",
+            [waiting, "closed"],
+        )
+        db.execute("UPDATE outbox SET status = 'parked' WHERE ref = ? AND kind = 'alert'", [retrying])
+    assert rows_of(db, gone) == [("handoff", "done"), ("alert", "done"), ("handoff", "done"), ("handoff", "done")]
+
+    report = retention(db).run()
+
+    assert conversation_ids(db) == {late_close, alerting}
+    assert (report.conversations, report.kept_unpushed, report.handoffs) == (1, 2, 1)
+    assert report.outbox_rows == 3 + 4  # its turns' rows and its hand-off's
+    assert rows_of(db, gone) == []
+    assert {row[0] for row in db.execute("SELECT id FROM handoffs").fetchall()} == {waiting, retrying}
+
+    with transaction(db):
+        db.execute("UPDATE outbox SET status = 'done'")  # pushed, and the alert sent after all
+    report = retention(db).run()
+    assert (report.conversations, report.handoffs, report.outbox_rows) == (2, 2, 2 * (3 + 4))
+    assert [count(db, table) for table in ("conversations", "messages", "handoffs", "outbox")] == [0, 0, 0, 0]
+
+
 def test_zero_days_keeps_everything(db: sqlite_utils.Database) -> None:
     grow(db, 3, age_days=(400, 500))
     assert retention(db, days=0).run().conversations == 0
@@ -181,7 +229,11 @@ def test_the_sync_agent_runs_retention_even_while_central_is_unreachable(tmp_pat
     agent = SyncAgent(settings, database, client, clock=lambda: NOW)
 
     class OnePass(threading.Event):
+        """The passes' first wait ends the run; the staff-alert loop beside them (its own thread) just waits."""
+
         def wait(self, timeout: float | None = None) -> bool:
+            if threading.current_thread() is not threading.main_thread():
+                return super().wait(timeout)
             self.set()
             return True
 

@@ -75,7 +75,10 @@ def test_the_page_sets_a_strict_httponly_session_and_a_locked_down_policy(app_cl
 
 def test_assets_are_cached_for_good_under_their_hash_and_revalidated_otherwise(app_client: TestClient) -> None:
     page = app_client.get("/").text
-    linked = page.split('href="')[2].split('"')[0]  # the first is the empty favicon
+    links = [part.split('"')[0] for part in page.split('href="')[1:]]
+    assert links[0] == "data:,"  # the empty favicon, then the shared sheet and the kiosk's own
+    assert links[1].startswith("/ui/base.css?v=")
+    linked = links[2]
     assert linked.startswith("/ui/kiosk.css?v=")
     cached = app_client.get(linked)
     assert cached.status_code == 200 and cached.headers["content-type"].startswith("text/css")
@@ -191,6 +194,7 @@ def test_status_reports_central_as_the_sync_agent_last_saw_it(app_client: TestCl
         "central": "unknown",
         "checked_at": None,
         "idle_reset_s": settings.ui_idle_reset_s,
+        "handoff_wait_s": settings.ui_handoff_wait_s,
         "language": "en",
         "poll_s": 15,
     }

@@ -53,6 +53,7 @@ CANCEL = "How do I cancel my order?"  # no curated answer in these tests: the LL
 REFUND = "Where is my refund?"
 FOLLOW_UP = "How long does delivery take?"
 IDLE_S = 3
+HANDOFF_WAIT_S = 6  # the idle reset's longer form while a call for staff is open
 WAIT_MS = 60_000  # an upper bound for an answer on a loaded CI machine, not a timing assertion
 # Every text the latest answer shows while it streams, kept in the page and read back after it ends.
 PARTIALS = """() => {
@@ -106,6 +107,7 @@ def server(api_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         llm_check=False,
         suggested_questions=[CANCEL, REFUND, "Can I change my delivery address?"],
         ui_idle_reset_s=IDLE_S,
+        ui_handoff_wait_s=HANDOFF_WAIT_S,
         llm_max_tokens=48,
     )
     with LiveServer(settings) as live:
@@ -252,9 +254,13 @@ def test_a_shopper_from_first_tap_to_idle_reset(kiosk_factory: Any, server: Live
     assert turns[0]["route"] == "llm" and turns[-1]["route"] == "handoff"
     assert turns[0]["answer"] == final
 
-    # 4. the shopper walks away: a warning, then an empty screen and a new session
+    # 4. the shopper walks away: the call for staff holds the screen past the idle reset, then a
+    # warning, then an empty screen and a new session
     shopper = kiosk.user()
-    page.clock.fast_forward((IDLE_S - 1) * 1000)
+    page.clock.fast_forward((IDLE_S + 1) * 1000)
+    page.wait_for_timeout(1200)  # real time for the page's idle check on the new clock
+    assert page.locator("body[data-resets]").count() == 0
+    page.clock.fast_forward((HANDOFF_WAIT_S - IDLE_S - 2) * 1000)
     expect(page.locator("#notice")).to_be_visible()
     kiosk.shot("06-idle-warning")
     with page.expect_response("**/kiosk/session"):
@@ -361,6 +367,7 @@ def test_the_page_asks_no_host_but_the_box(kiosk_factory: Any, server: LiveServe
     own = [url for url in kiosk.requests if url.startswith(server.url)]
     assert {url.split("?")[0].removeprefix(server.url) for url in own} >= {
         "/",
+        "/ui/base.css",
         "/ui/kiosk.css",
         "/ui/i18n.js",
         "/ui/kiosk.js",
