@@ -386,6 +386,12 @@ class Settings(BaseSettings):
         description="Put the shopper's question in the alert. Off by default: the webhook usually leaves the "
         "store for a third-party chat service.",
     )
+    staff_page_url: str | None = Field(
+        default=None,
+        description="The staff page's address on the store network as a tablet opens it, e.g. "
+        "http://192.168.1.20:8080/staff: the alerts link to it. Unset, they say `/staff` (the box cannot tell "
+        "which of its addresses the staff's devices reach).",
+    )
     store_timezone: str = Field(
         default="UTC",
         description="The store's time zone (IANA name, e.g. Asia/Shanghai): the time written in webhook alerts. "
@@ -538,6 +544,16 @@ class Settings(BaseSettings):
         if any(marker in url.get_secret_value().lower() for marker in PLACEHOLDER_MARKERS):
             raise ValueError("the webhook URL must be the real one, not a placeholder")
         return url
+
+    @field_validator("staff_page_url")
+    @classmethod
+    def _staff_page_is_http(cls, url: str | None) -> str | None:
+        if url is None or not url.strip():
+            return None
+        parts = urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("the staff page URL must be an http:// or https:// URL with a host")
+        return url.strip()
 
     @field_validator("store_timezone")
     @classmethod

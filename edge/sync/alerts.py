@@ -104,7 +104,7 @@ def render(handoff: dict[str, Any], settings: Settings, tz: tzinfo | None = None
         if len(question) > QUESTION_MAX:
             question = question[: QUESTION_MAX - 1] + "…"
         lines.append(texts["question"].format(question=question))
-    lines.append(texts["page"].format(page=STAFF_PAGE))
+    lines.append(texts["page"].format(page=settings.staff_page_url or STAFF_PAGE))
     return "\n".join(lines)
 
 

@@ -44,3 +44,13 @@ def test_the_store_time_zone_is_an_iana_name() -> None:
     assert Settings(store_timezone="Asia/Shanghai").store_timezone == "Asia/Shanghai"
     assert "KIOSK_STORE_TIMEZONE" in refusal(store_timezone="Beijing Time")
     assert "KIOSK_STORE_TIMEZONE" in refusal(store_timezone="../../etc/passwd")
+
+
+def test_the_staff_page_url_in_alerts_is_an_http_address() -> None:
+    assert Settings().staff_page_url is None
+    assert (
+        Settings(staff_page_url=" http://192.168.1.20:8080/staff ").staff_page_url == "http://192.168.1.20:8080/staff"
+    )
+    assert Settings(staff_page_url="").staff_page_url is None
+    for wrong in ("192.168.1.20:8080/staff", "/staff", "javascript:alert(1)"):
+        assert "KIOSK_STAFF_PAGE_URL" in refusal(staff_page_url=wrong)

@@ -422,6 +422,7 @@ def test_the_pushed_transcript_marks_escalated_turns(box: Box, tmp_path: Path) -
         central_url=box.settings.central_url,
         central_ingest_key=box.central.workflow_key,
         sync_idle_s=0,
+        handoff_hold_s=0,  # the fallback called staff: without this the record waits for the hand-off to end
     )
     db = open_database(settings.database_path)
     try:

@@ -352,6 +352,8 @@ def test_reasons_language_and_question_are_worded_for_the_store(world) -> None:
     question = render(error, asked, UTC).splitlines()[1]
     assert question.startswith("Question: “xxx") and len(question) < 220  # cut short
     assert "x" * 20 not in render(error, quiet, UTC)
+    linked = settings_for(None, ui_language="en", staff_page_url="http://192.168.1.20:8080/staff")
+    assert render(error, linked, UTC).splitlines()[-1] == "Claim it on the staff page: http://192.168.1.20:8080/staff"
 
 
 @pytest.mark.parametrize(
