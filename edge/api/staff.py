@@ -225,8 +225,9 @@ async def handoffs_now(request: Request) -> JSONResponse:
 @router.get("/staff/api/events", include_in_schema=False)
 async def events(request: Request) -> StreamingResponse:
     """The board as server-sent events: at once, then whenever a hand-off changes; ends when the sign-in
-    expires (the page reconnects, gets 401, and asks for the PIN). Starlette stops the stream when the
-    client goes away."""
+    expires (the page reconnects, gets 401, and asks for the PIN) and when the box begins to drain (a
+    stream never ends by itself, so it would hold a pod's stop for the whole grace period; the page
+    reconnects to the next one). Starlette stops the stream when the client goes away."""
     _, session = _signed_in(request)
     state = request.app.state
     handoffs: Handoffs = state.handoffs
@@ -236,7 +237,7 @@ async def events(request: Request) -> StreamingResponse:
         yield f"retry: {RETRY_MS}\n\n"
         sent_rev: int | None = None
         last_write = time.monotonic()
-        while time.time() < session.expires_at:
+        while time.time() < session.expires_at and state.ready:
             rev = await run_in_threadpool(handoffs.revision)
             if rev != sent_rev:
                 payload = await run_in_threadpool(board, handoffs, settings)
@@ -285,8 +286,7 @@ async def close(handoff_id: str, request: Request) -> dict[str, Any]:
     """ "Done": the shopper was helped (409 when the kiosk was reset before anyone claimed it)."""
     _, session = _signed_in(request)
     check_same_origin(request, page="staff")
-    before = await run_in_threadpool(request.app.state.handoffs.get, handoff_id)
-    item = await run_in_threadpool(request.app.state.handoffs.close, handoff_id, session.name)
-    if before["status"] != item["status"]:
+    item, closed = await run_in_threadpool(request.app.state.handoffs.close_once, handoff_id, session.name)
+    if closed:
         request.app.state.metrics.observe_handoff_closed()
     return _public(item)

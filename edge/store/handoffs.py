@@ -149,11 +149,16 @@ class Handoffs:
     def close(self, handoff_id: str, staff: str) -> dict[str, Any]:
         """Done: the shopper was helped. From open (helped without a claim) or claimed (by anyone: a
         colleague may finish what another started). Closing a closed hand-off again changes nothing."""
+        return self.close_once(handoff_id, staff)[0]
+
+    def close_once(self, handoff_id: str, staff: str) -> tuple[dict[str, Any], bool]:
+        """`close`, and whether this call closed it (False when it was closed already): two colleagues
+        pressing "Done" at once count one transition."""
         with transaction(self.db):
             current = self._get(handoff_id)
             if current["status"] == CLOSED:
-                return current
-            return self._move(handoff_id, ACTIVE, CLOSED, "closed_at = ?, closed_by = ?", staff)
+                return current, False
+            return self._move(handoff_id, ACTIVE, CLOSED, "closed_at = ?, closed_by = ?", staff), True
 
     def abandon_user(self, user: str) -> list[dict[str, Any]]:
         """The kiosk session `user` was reset (idle, "Start over", a reload): its open hand-offs were left.

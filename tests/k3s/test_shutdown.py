@@ -148,6 +148,32 @@ def test_serve_exits_0_after_sigterm(api_bundle: Path, tmp_path: Path, secrets_f
     assert code == 0
 
 
+def test_sigterm_ends_the_staff_pages_event_stream(api_bundle: Path, tmp_path: Path, secrets_file: Path) -> None:
+    """A signed-in staff tablet holds an endless event stream: SIGTERM ends it at once, so the stop is
+    clean (no task cancelled after uvicorn's graceful timeout) and the page reconnects to the next box."""
+    from edge.pin import hash_pin
+
+    env = local_env({}, api_bundle, tmp_path / "data", free_port())
+    env["KIOSK_STAFF_PIN_DIGEST"] = hash_pin("13572468", iterations=1000)
+    log = tmp_path / "serve.log"
+    with EdgeServer(env, secrets_file, log) as server:
+        assert server.process is not None
+        origin = {"Origin": server.url}
+        with httpx.Client(base_url=server.url, headers=origin, timeout=httpx.Timeout(10, read=60)) as staff:
+            staff.post("/staff/api/session", json={"pin": "13572468", "name": "Li"}).raise_for_status()
+            with staff.stream("GET", "/staff/api/events") as events:
+                assert events.status_code == 200
+                lines = events.iter_lines()
+                assert next(line for line in lines if line.startswith("event:")) == "event: handoffs"
+                server.process.send_signal(signal.SIGTERM)
+                for _ in lines:  # runs out only once the server ends the stream
+                    pass
+        code = server.process.wait(timeout=60)
+    text = log.read_text()
+    assert code == 0, text
+    assert "timeout graceful shutdown exceeded" not in text, text  # uvicorn's words when it cancels the stream
+
+
 def test_sigterm_stops_the_sync_agent(
     rendered: dict[str, Rendered], api_bundle: Path, tmp_path: Path, sync_secrets_file: Path
 ) -> None:

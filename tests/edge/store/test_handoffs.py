@@ -8,7 +8,7 @@ import sqlite3
 import tempfile
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ from edge.store.handoffs import (
     ERROR,
     HANDOFF_ROW,
     OPEN,
+    Handoffs,
     Opening,
 )
 
@@ -298,44 +299,67 @@ def test_an_unknown_hand_off_is_not_found(store: ConversationStore) -> None:
 # --- two staff at once ----------------------------------------------------------------------------
 
 
-def test_two_staff_claiming_at_once_on_two_connections_one_wins(path: Path) -> None:
-    """Two tablets press "I'm coming" together, each request on its own connection to the WAL file: every
-    time exactly one claim wins, and the other is told who has it."""
+STAFF = ("Li", "Wang")
+
+
+def two_tablets_at_once(path: Path, rounds: int, press: Callable[[Handoffs, str, str], Any]) -> tuple[
+    list[sqlite_utils.Database], list[str], dict[int, list[tuple[str, Any]]]
+]:  # fmt: skip
+    """`rounds` open hand-offs; two threads, each with its own connection to the WAL file as two requests
+    have, press on each together (a barrier per round). Returns the connections, the hand-offs' ids and
+    each round's `(name, what press returned or raised)`."""
     databases = [open_database(path) for _ in range(2)]
     stores = [ConversationStore(database) for database in databases]
-    names = ["Li", "Wang"]
-    gate = threading.Barrier(2)
-    rounds = 40
     handoff_ids = []
     for _ in range(rounds):
         conversation, _ = handoff_turn(stores[0])
         [item] = stores[0].handoffs.of_conversation(conversation)
         handoff_ids.append(item["id"])
-    outcomes: dict[int, list[tuple[str, str, str]]] = {n: [] for n in range(rounds)}
+    gate = threading.Barrier(2)
+    outcomes: dict[int, list[tuple[str, Any]]] = {n: [] for n in range(rounds)}
 
-    def claim(index: int) -> None:
+    def tablet(index: int) -> None:
         for n, handoff_id in enumerate(handoff_ids):
             gate.wait(5)
             try:
-                won = stores[index].handoffs.claim(handoff_id, names[index])
-                outcomes[n].append(("won", names[index], won["claimed_by"]))
+                outcomes[n].append((STAFF[index], press(stores[index].handoffs, handoff_id, STAFF[index])))
             except Conflict as exc:
-                outcomes[n].append(("lost", names[index], exc.message))
+                outcomes[n].append((STAFF[index], exc))
 
-    threads = [threading.Thread(target=claim, args=(index,)) for index in range(2)]
+    threads = [threading.Thread(target=tablet, args=(index,)) for index in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(120)
+    return databases, handoff_ids, outcomes
+
+
+def test_two_staff_claiming_at_once_on_two_connections_one_wins(path: Path) -> None:
+    """Two tablets press "I'm coming" together: every time exactly one claim wins, and the other is told
+    who has it."""
+    databases, handoff_ids, outcomes = two_tablets_at_once(path, 40, Handoffs.claim)
     for n, handoff_id in enumerate(handoff_ids):
-        won = [o for o in outcomes[n] if o[0] == "won"]
-        lost = [o for o in outcomes[n] if o[0] == "lost"]
+        won = [(name, got) for name, got in outcomes[n] if not isinstance(got, Conflict)]
+        lost = [(name, got) for name, got in outcomes[n] if isinstance(got, Conflict)]
         assert len(won) == 1 and len(lost) == 1, outcomes[n]
-        winner = won[0][1]
-        assert lost[0][2] == f"Already claimed by {winner}."
-        stored = stores[1].handoffs.get(handoff_id)
+        winner = won[0][0]
+        assert won[0][1]["claimed_by"] == winner
+        assert lost[0][1].message == f"Already claimed by {winner}."
+        stored = ConversationStore(databases[1]).handoffs.get(handoff_id)
         assert (stored["status"], stored["claimed_by"]) == (CLAIMED, winner)
         assert changes(databases[0], handoff_id) == [OPEN, CLAIMED]  # one claim queued, not two
+    for database in databases:
+        database.close()
+
+
+def test_two_staff_pressing_done_at_once_close_it_once(path: Path) -> None:
+    """Both "Done"s succeed (closing twice is no error), but only one of them closed it: the transitions
+    counter and the queued change count one."""
+    databases, handoff_ids, outcomes = two_tablets_at_once(path, 30, Handoffs.close_once)
+    for n, handoff_id in enumerate(handoff_ids):
+        assert all(item["status"] == CLOSED for _, (item, _) in outcomes[n]), outcomes[n]
+        assert sorted(closed for _, (_, closed) in outcomes[n]) == [False, True], outcomes[n]
+        assert changes(databases[0], handoff_id) == [OPEN, CLOSED]
     for database in databases:
         database.close()
 
