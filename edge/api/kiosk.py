@@ -1,23 +1,19 @@
 """The kiosk page, served by the box itself: `/` (HTML + session cookie), `/ui/*` assets, `/kiosk/*`.
 
-Every asset is a file of `edge/ui/` shipped with the package; the page names no other host, and its
-Content-Security-Policy forbids the browser to reach one. Assets are read once at start-up (a few
-kilobytes), and `/` links them as `/ui/<name>?v=<hash>` so they can be cached for good yet change
-with an upgrade.
+Its files, headers and cache rules are those of every page the box serves (`edge/api/assets.py`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import sqlite_utils
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from edge.api.assets import Asset, asset_response, page_response
+from edge.api.assets import load_assets as load_page_assets
 from edge.api.errors import NotFound, Unauthorized
 from edge.api.kiosk_auth import COOKIE, KioskSessions, check_same_origin, load_or_create_secret
 from edge.settings import Settings
@@ -26,47 +22,11 @@ from edge.store.sync_state import SyncState
 
 router = APIRouter()
 ASSETS = ("index.html", "base.css", "kiosk.css", "i18n.js", "kiosk.js")
-CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8", ".js": "text/javascript"}
 STATUS_POLL_S = 15
-# The page may reach the box and nothing else; `data:` only for the empty favicon.
-CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-)
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CSP,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "X-Frame-Options": "DENY",
-}
-
-
-@dataclass(frozen=True)
-class Asset:
-    body: bytes
-    content_type: str
-    version: str
-
-    @property
-    def etag(self) -> str:
-        return f'"{self.version}"'
 
 
 def load_assets() -> dict[str, Asset]:
-    folder = resources.files("edge") / "ui"
-    assets: dict[str, Asset] = {}
-    for name in ASSETS:
-        body = (folder / name).read_bytes()
-        content_type = CONTENT_TYPES[name[name.rindex(".") :]]
-        assets[name] = Asset(body, content_type, hashlib.sha256(body).hexdigest()[:16])
-    page = assets["index.html"]
-    linked = re.sub(
-        rb'"/ui/([\w.-]+)"',
-        lambda m: b'"/ui/%s?v=%s"' % (m.group(1), assets[m.group(1).decode()].version.encode()),
-        page.body,
-    )
-    assets["index.html"] = Asset(linked, page.content_type, page.version)
-    return assets
+    return load_page_assets("index.html", "/ui/", ASSETS[1:])
 
 
 @dataclass(frozen=True)
@@ -119,25 +79,14 @@ async def page(request: Request) -> Response:
     """The kiosk page, with a fresh session: a reload is a new shopper."""
     kiosk = _kiosk(request)
     await _abandon_previous(request, kiosk)
-    asset = kiosk.assets["index.html"]
-    response = Response(
-        asset.body, media_type=asset.content_type, headers={**SECURITY_HEADERS, "Cache-Control": "no-store"}
-    )
+    response = page_response(kiosk.assets["index.html"])
     _set_session(request, response, kiosk)
     return response
 
 
 @router.get("/ui/{name}", include_in_schema=False)
 async def asset(name: str, request: Request, v: str | None = None) -> Response:
-    asset = _kiosk(request).assets.get(name)
-    if asset is None or name == "index.html":
-        raise NotFound("No such kiosk asset.")
-    # Linked with its own hash: cache for good. Anything else: revalidate (a 304 is a few bytes).
-    cache = "public, max-age=31536000, immutable" if v == asset.version else "no-cache"
-    headers = {**SECURITY_HEADERS, "Cache-Control": cache, "ETag": asset.etag}
-    if request.headers.get("if-none-match") == asset.etag:
-        return Response(status_code=304, headers=headers)
-    return Response(asset.body, media_type=asset.content_type, headers=headers)
+    return asset_response(_kiosk(request).assets, name, "index.html", request, v, "No such kiosk asset.")
 
 
 @router.post("/kiosk/session", include_in_schema=False)

@@ -9,14 +9,11 @@ app key does. With `KIOSK_STAFF_PIN_DIGEST` unset the page says it is off and th
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import math
-import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -24,8 +21,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field, StrictStr
 from starlette.concurrency import run_in_threadpool
 
+from edge.api.assets import CONTENT_TYPES, Asset, asset_response, load_assets, page_response
 from edge.api.errors import InvalidParam, NotFound, Unauthorized
-from edge.api.kiosk import CONTENT_TYPES, SECURITY_HEADERS, Asset
 from edge.api.kiosk_auth import check_same_origin, load_or_create_secret
 from edge.api.staff_auth import COOKIE, COOKIE_PATH, SECRET_FILE, SignInLimiter, StaffSession, StaffSessions
 from edge.metrics import Metrics
@@ -52,28 +49,7 @@ OFF_PAGE = """<!doctype html>
 （由 <code>edge staff-pin</code> 生成）后重启。</p>
 </body></html>
 """.encode()
-
-
-def load_assets() -> dict[str, Asset]:
-    """staff.html, with every `/staff/ui/<name>` it links (a file of `edge/ui/`) under its own hash."""
-    folder = resources.files("edge") / "ui"
-    page = (folder / PAGE).read_bytes()
-    linked = {match.decode() for match in re.findall(rb'"/staff/ui/([\w.-]+)"', page)}
-    assets: dict[str, Asset] = {}
-    for name in sorted(linked | set(PAGE_ASSETS)):
-        suffix = name[name.rfind(".") :]
-        if suffix not in CONTENT_TYPES or name == PAGE or not (folder / name).is_file():
-            continue
-        body = (folder / name).read_bytes()
-        assets[name] = Asset(body, CONTENT_TYPES[suffix], hashlib.sha256(body).hexdigest()[:16])
-
-    def versioned(match: re.Match[bytes]) -> bytes:
-        asset = assets.get(match.group(1).decode())
-        return match.group(0) if asset is None else b'"/staff/ui/%s?v=%s"' % (match.group(1), asset.version.encode())
-
-    body = re.sub(rb'"/staff/ui/([\w.-]+)"', versioned, page)
-    assets[PAGE] = Asset(body, CONTENT_TYPES[".html"], hashlib.sha256(body).hexdigest()[:16])
-    return assets
+OFF = Asset(OFF_PAGE, CONTENT_TYPES[".html"], "off")
 
 
 @dataclass(frozen=True)
@@ -93,7 +69,7 @@ def open_staff(settings: Settings) -> Staff | None:
     secret = load_or_create_secret(settings.data_dir, SECRET_FILE)
     sessions = StaffSessions(secret, digest, max_age_s=max(1, round(settings.staff_session_hours * 3600)))
     limiter = SignInLimiter(settings.staff_signin_attempts, settings.staff_signin_window_s)
-    return Staff(sessions, limiter, digest, load_assets())
+    return Staff(sessions, limiter, digest, load_assets(PAGE, "/staff/ui/", PAGE_ASSETS))
 
 
 def _staff(request: Request) -> Staff:
@@ -137,24 +113,15 @@ def board(handoffs: Handoffs, settings: Settings) -> dict[str, Any]:
 
 @router.get("/staff", include_in_schema=False)
 async def page(request: Request) -> Response:
-    headers = {**SECURITY_HEADERS, "Cache-Control": "no-store"}
     staff: Staff | None = getattr(request.app.state, "staff", None)
     if staff is None:
-        return Response(OFF_PAGE, media_type="text/html; charset=utf-8", headers=headers)
-    asset = staff.assets[PAGE]
-    return Response(asset.body, media_type=asset.content_type, headers=headers)
+        return page_response(OFF)
+    return page_response(staff.assets[PAGE])
 
 
 @router.get("/staff/ui/{name}", include_in_schema=False)
 async def asset(name: str, request: Request, v: str | None = None) -> Response:
-    asset = _staff(request).assets.get(name)
-    if asset is None or name == PAGE:
-        raise NotFound("No such staff page asset.")
-    cache = "public, max-age=31536000, immutable" if v == asset.version else "no-cache"
-    headers = {**SECURITY_HEADERS, "Cache-Control": cache, "ETag": asset.etag}
-    if request.headers.get("if-none-match") == asset.etag:
-        return Response(status_code=304, headers=headers)
-    return Response(asset.body, media_type=asset.content_type, headers=headers)
+    return asset_response(_staff(request).assets, name, PAGE, request, v, "No such staff page asset.")
 
 
 # --- signing in and out --------------------------------------------------------------------------

@@ -170,6 +170,13 @@ class Handoffs:
         return self._abandon("conversation_id = ?", conversation_id)
 
     def _abandon(self, where: str, value: str) -> list[dict[str, Any]]:
+        # Nearly every reset leaves no hand-off: a read answers that without taking the write lock,
+        # which a page load would otherwise wait for behind the sync agent's writes.
+        with self._lock:
+            if not self.db.execute(
+                f"SELECT 1 FROM handoffs WHERE {where} AND status = ? LIMIT 1", [value, OPEN]
+            ).fetchone():
+                return []
         now = self.clock()
         with transaction(self.db):
             ids = [

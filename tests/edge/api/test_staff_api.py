@@ -20,7 +20,7 @@ import pytest
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
-from edge.api.kiosk import CSP
+from edge.api.assets import CSP
 from edge.api.kiosk_auth import COOKIE as KIOSK_COOKIE
 from edge.api.staff_auth import COOKIE
 from edge.app import create_app

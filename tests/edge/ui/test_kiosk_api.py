@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from edge.api.kiosk import CSP
+from edge.api.assets import CSP
 from edge.api.kiosk_auth import COOKIE, USER_PREFIX
 from edge.app import create_app
 from edge.settings import Settings
